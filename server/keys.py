@@ -1,0 +1,104 @@
+"""Every Redis key the server uses, built here and nowhere else.
+
+Run state and queue keys live in a shard, named by a hash tag `{p<n>}`: every key one Lua
+script touches shares its tag, so each shard sits in one Redis Cluster slot. A run belongs to
+the shard its id hashes to, so the state of a run and the queue entries of its jobs can be
+changed in one atomic script; `queue_shards` spreads runs over several slots.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+from server.types import FunctionId, JobId, RunId
+
+PREFIX = "plait"
+
+
+def shard_of(run_id: str, shards: int) -> int:
+    if shards == 1:
+        return 0
+    return zlib.crc32(run_id.encode()) % shards
+
+
+@dataclass(frozen=True, slots=True)
+class ShardKeys:
+    """Keys of one shard."""
+
+    shard: int
+
+    @property
+    def tag(self) -> str:
+        return f"{PREFIX}:{{p{self.shard}}}"
+
+    def ready(self, function_id: FunctionId | str) -> str:
+        """ZSET of job ids of one function, scored by the time they become runnable (ms)."""
+        return f"{self.tag}:ready:{function_id}"
+
+    @property
+    def ready_prefix(self) -> str:
+        return f"{self.tag}:ready:"
+
+    @property
+    def leased(self) -> str:
+        """ZSET of leased job ids scored by lease expiry (ms)."""
+        return f"{self.tag}:leased"
+
+    @property
+    def lease_seq(self) -> str:
+        """Counter behind lease ids."""
+        return f"{self.tag}:leaseseq"
+
+    def job(self, job_id: JobId | str) -> str:
+        """HASH: run, fn, attempt, lease."""
+        return f"{self.tag}:job:{job_id}"
+
+    @property
+    def job_prefix(self) -> str:
+        return f"{self.tag}:job:"
+
+    def run(self, run_id: RunId | str) -> str:
+        """HASH: the run's metadata, status, event, output/error."""
+        return f"{self.tag}:run:{run_id}"
+
+    @property
+    def run_prefix(self) -> str:
+        return f"{self.tag}:run:"
+
+    def steps(self, run_id: RunId | str) -> str:
+        """HASH: step id -> memo JSON ({"data": …} or {"error": …})."""
+        return f"{self.tag}:run:{run_id}:steps"
+
+    @property
+    def history(self) -> str:
+        """STREAM of history records, drained into SQL by the history writer."""
+        return f"{self.tag}:history"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    shards: int = 1
+
+    def shard(self, n: int) -> ShardKeys:
+        return ShardKeys(n)
+
+    def for_run(self, run_id: RunId | str) -> ShardKeys:
+        return ShardKeys(shard_of(run_id, self.shards))
+
+    def all_shards(self) -> list[ShardKeys]:
+        return [ShardKeys(n) for n in range(self.shards)]
+
+    @property
+    def events(self) -> str:
+        """STREAM of accepted events, consumed by the runners' group."""
+        return f"{PREFIX}:{{events}}:stream"
+
+    def event_key(self, key: str) -> str:
+        """STRING set for 24 h per event idempotency key."""
+        return f"{PREFIX}:{{events}}:idem:{key}"
+
+    @property
+    def functions_version(self) -> str:
+        """Counter bumped on every registration; runners reload their index when it moves."""
+        return f"{PREFIX}:{{meta}}:fnversion"

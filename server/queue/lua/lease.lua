@@ -1,0 +1,64 @@
+-- Lease ready jobs from several functions' ready sets, fairly: each pass gives every function
+-- with work an equal share of what is left, so one flooded function cannot starve the others.
+-- KEYS[1] leased zset  KEYS[2] lease counter  KEYS[3] history stream  KEYS[4..] ready zsets
+-- ARGV[1] now_ms  ARGV[2] lease_ms  ARGV[3] total to lease  ARGV[4] shard key tag
+-- ARGV[5..] per-function caps, aligned with KEYS[4..]
+-- Returns {jobs, next_due_ms}: each job {job_id, lease_id, run_id, function_id, attempt,
+-- max_attempts, event_json, expires_ms, {step_id, memo, ...}}; next_due_ms is the earliest
+-- score left in those ready sets, -1 when they are empty.
+local leased, counter, history = KEYS[1], KEYS[2], KEYS[3]
+local now = tonumber(ARGV[1])
+local expires = now + tonumber(ARGV[2])
+local remaining = tonumber(ARGV[3])
+local tag = ARGV[4]
+local n = #KEYS - 3
+local caps, active = {}, {}
+for i = 1, n do
+  caps[i] = tonumber(ARGV[4 + i])
+  if caps[i] > 0 then active[#active + 1] = i end
+end
+local out = {}
+while remaining > 0 and #active > 0 do
+  local chunk = math.max(1, math.floor(remaining / #active))
+  local still = {}
+  for _, i in ipairs(active) do
+    if remaining <= 0 then break end
+    local take = math.min(chunk, caps[i], remaining)
+    local ready = KEYS[3 + i]
+    local ids = redis.call('ZRANGEBYSCORE', ready, '-inf', now, 'LIMIT', 0, take)
+    for _, id in ipairs(ids) do
+      redis.call('ZREM', ready, id)
+      local jk = tag .. ':job:' .. id
+      local job = redis.call('HMGET', jk, 'run', 'fn', 'attempt')
+      local rk = job[1] and (tag .. ':run:' .. job[1])
+      local run = rk and redis.call('HMGET', rk, 'status', 'event', 'max') or {}
+      if run[1] == 'queued' or run[1] == 'running' then
+        local lease = tostring(redis.call('INCR', counter))
+        redis.call('HSET', jk, 'lease', lease)
+        redis.call('ZADD', leased, expires, id)
+        if run[1] == 'queued' then
+          redis.call('HSET', rk, 'status', 'running', 'started', now)
+          redis.call('XADD', history, '*', 'k', 'start', 'run', job[1], 'ts', now)
+        end
+        local steps = redis.call('HGETALL', rk .. ':steps')
+        out[#out + 1] = {id, lease, job[1], job[2], job[3], run[3], run[2], expires, steps}
+        caps[i] = caps[i] - 1
+        remaining = remaining - 1
+      else
+        -- A job whose run is gone or finished (cancelled while queued) is dropped.
+        redis.call('DEL', jk)
+      end
+    end
+    if #ids == take and caps[i] > 0 then still[#still + 1] = i end
+  end
+  active = still
+end
+local next_due = -1
+for i = 1, n do
+  local first = redis.call('ZRANGE', KEYS[3 + i], 0, 0, 'WITHSCORES')
+  if first[2] then
+    local score = tonumber(first[2])
+    if next_due < 0 or score < next_due then next_due = score end
+  end
+end
+return {out, next_due}

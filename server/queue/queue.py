@@ -1,0 +1,139 @@
+"""Queue operations over Redis, one Lua script per atomic operation.
+
+A job becomes runnable at its score in its function's ready set; leasing moves it to the
+shard's leased set scored by lease expiry, so an expired lease is visible without any
+decrement that a crash could lose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from server.keys import Keys, ShardKeys
+from server.luascript import load_script
+from server.types import AppId, EventId, FunctionId, Job, JobId, LeaseId, RunId
+
+_PKG = "server.queue"
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    run_id: RunId
+    function_id: FunctionId
+    app_id: AppId
+    event_id: EventId
+    event_json: bytes
+    max_attempts: int
+    available_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class HeldLease:
+    job_id: JobId
+    lease_id: LeaseId
+    run_id: RunId
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def job_from_reply(
+    item: Sequence[object], *, job_id: str | None = None, run_id: str | None = None,
+    function_id: str | None = None,
+) -> Job:
+    """Builds a Job from a lease reply entry."""
+    jid, lease, rid, fn, attempt, max_attempts, event, expires, flat = item
+    steps_flat = list(flat)  # type: ignore[call-overload]
+    steps = {_s(steps_flat[i]): steps_flat[i + 1] for i in range(0, len(steps_flat), 2)}
+    return Job(
+        job_id=JobId(_s(jid)),  # type: ignore[arg-type]
+        lease_id=LeaseId(_s(lease)),  # type: ignore[arg-type]
+        run_id=RunId(_s(rid)),  # type: ignore[arg-type]
+        function_id=FunctionId(_s(fn)),  # type: ignore[arg-type]
+        attempt=int(attempt),  # type: ignore[call-overload]
+        max_attempts=int(max_attempts),  # type: ignore[call-overload]
+        event_json=event if isinstance(event, bytes) else str(event).encode(),
+        steps=steps,
+        lease_expires_at_ms=int(expires),  # type: ignore[call-overload]
+    )
+
+
+class Queue:
+    def __init__(self, redis: Redis, keys: Keys, lease_ms: int) -> None:
+        self._redis = redis
+        self._keys = keys
+        self.lease_ms = lease_ms
+        self._enqueue = load_script(redis, _PKG, "enqueue_run")
+        self._lease = load_script(redis, _PKG, "lease")
+        self._extend = load_script(redis, _PKG, "extend")
+        self._release = load_script(redis, _PKG, "release")
+        self._requeue = load_script(redis, _PKG, "requeue_expired")
+
+    @property
+    def keys(self) -> Keys:
+        return self._keys
+
+    async def enqueue_runs(self, runs: Sequence[NewRun], now_ms: int) -> list[bool]:
+        """Creates runs with their first job, pipelined; False where the run existed."""
+        if not runs:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for run in runs:
+                sk = self._keys.for_run(run.run_id)
+                await self._enqueue(
+                    keys=[sk.run(run.run_id), sk.job(run.run_id), sk.ready(run.function_id),
+                          sk.history],
+                    args=[run.run_id, run.function_id, run.app_id, run.event_json, run.event_id,
+                          run.max_attempts, now_ms, run.available_at_ms, run.run_id],
+                    client=pipe,
+                )
+            replies = await pipe.execute()
+        return [int(r) == 1 for r in replies]
+
+    async def lease(
+        self, shard: ShardKeys, caps: Sequence[tuple[FunctionId, int]], total: int, now_ms: int
+    ) -> tuple[list[Job], int]:
+        """Leases up to `total` ready jobs fairly across the functions in `caps`.
+
+        Returns the jobs and the earliest due time left in those functions (-1: none).
+        """
+        if not caps or total <= 0:
+            return [], -1
+        keys = [shard.leased, shard.lease_seq, shard.history] + [shard.ready(f) for f, _ in caps]
+        args: list[object] = [now_ms, self.lease_ms, total, shard.tag] + [c for _, c in caps]
+        reply = await self._lease(keys=keys, args=args)
+        items, next_due = reply
+        return [job_from_reply(item) for item in items], int(next_due)
+
+    async def extend(self, leases: Sequence[HeldLease], now_ms: int) -> int:
+        return await self._per_shard(self._extend, leases, now_ms + self.lease_ms)
+
+    async def release(self, leases: Sequence[HeldLease], now_ms: int) -> int:
+        """Hands jobs back at once (a redelivery, not a retry)."""
+        return await self._per_shard(self._release, leases, now_ms)
+
+    async def requeue_expired(self, shard: ShardKeys, now_ms: int, limit: int = 500) -> int:
+        return int(await self._requeue(keys=[shard.leased], args=[now_ms, shard.tag, limit]))
+
+    async def _per_shard(self, script: object, leases: Sequence[HeldLease], first: int) -> int:
+        by_shard: dict[int, list[HeldLease]] = {}
+        for held in leases:
+            by_shard.setdefault(self._keys.for_run(held.run_id).shard, []).append(held)
+        total = 0
+        for n, group in by_shard.items():
+            sk = self._keys.shard(n)
+            args: list[object] = [first, sk.tag]
+            for held in group:
+                args += [held.job_id, held.lease_id]
+            total += int(await script(keys=[sk.leased], args=args))  # type: ignore[operator]
+        return total
+
+    async def ready_count(self, function_id: FunctionId) -> int:
+        total = 0
+        for sk in self._keys.all_shards():
+            total += int(await self._redis.zcard(sk.ready(function_id)))
+        return total

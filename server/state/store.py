@@ -1,0 +1,190 @@
+"""The state store: applies opcodes to run state atomically with the queue move they imply.
+
+Each opcode is one Lua script that checks the lease (fencing stale results), memoises the
+step's result, schedules the run's next job and appends the history record, all at once, so
+a step's result is stored before the next step can be scheduled. Many results are applied in
+one pipelined round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from server.config import Settings
+from server.keys import Keys
+from server.luascript import check, load_script
+from server.types import (
+    ErrorInfo,
+    Job,
+    JobId,
+    LeaseId,
+    Opcode,
+    RunCompleted,
+    RunFailed,
+    RunId,
+    RunStatus,
+    Sleep,
+    StepCompleted,
+    StepFailed,
+)
+
+_PKG = "server.state"
+FUNCTION_STEP_ID = "$function"
+
+
+class Outcome(StrEnum):
+    SCHEDULED = "scheduled"  # the run's next job is queued (now, at a retry time or a wake-up)
+    CONTINUED = "continued"  # the next job is leased to the same caller: see Applied.next_job
+    FINISHED = "finished"  # the run completed or failed
+    STALE = "stale"  # the lease was no longer current: nothing applied
+    NOT_RUNNING = "not_running"  # the run was cancelled meanwhile: nothing applied
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    outcome: Outcome
+    next_job: Job | None = None
+    retrying: bool = False  # a failed step or function attempt will be retried
+    error: str = ""  # why a result could not be applied
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    run_id: RunId
+    function_id: str
+    status: RunStatus
+    event_json: bytes
+    steps: dict[str, bytes]
+    output_json: bytes
+    error_json: bytes
+
+
+def error_json(error: ErrorInfo) -> str:
+    return json.dumps({"name": error.name, "message": error.message, "stack": error.stack})
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class StateStore:
+    def __init__(self, redis: Redis, keys: Keys, settings: Settings) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._settings = settings
+        self._scripts = {
+            name: load_script(redis, _PKG, name, prelude="_prelude")
+            for name in ("step_completed", "step_failed", "sleep", "run_completed", "run_failed")
+        }
+        self._cancel = load_script(redis, _PKG, "cancel_run")
+
+    def backoff_ms(self, attempt: int) -> int:
+        """Exponential backoff with jitter for the retry after attempt `attempt` (from 0)."""
+        s = self._settings
+        ceiling = min(s.backoff_max_ms, s.backoff_base_ms * (2 ** min(attempt, 30)))
+        return int(ceiling * (0.5 + random.random() / 2))
+
+    async def apply(
+        self, results: Sequence[tuple[Job, Opcode]], now_ms: int, relock: bool
+    ) -> list[Applied]:
+        """Applies one opcode per held job, pipelined; `relock` lets a run continue in place."""
+        if not results:
+            return []
+        relock_expires = now_ms + self._settings.lease_ms if relock else 0
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job, op in results:
+                name, args = self._script_args(job, op, now_ms)
+                sk = self._keys.for_run(job.run_id)
+                await self._scripts[name](
+                    keys=[sk.run(job.run_id), sk.steps(job.run_id), sk.job(job.job_id), sk.leased,
+                          sk.ready(job.function_id), sk.history, sk.lease_seq],
+                    args=[job.job_id, job.lease_id, now_ms, relock_expires,
+                          self._settings.finished_run_ttl_s, *args],
+                    client=pipe,
+                )
+            replies = await pipe.execute(raise_on_error=False)
+        return [
+            self._applied(job, op, reply, relock_expires)
+            for (job, op), reply in zip(results, replies, strict=True)
+        ]
+
+    def _script_args(self, job: Job, op: Opcode, now_ms: int) -> tuple[str, list[object]]:
+        if isinstance(op, StepCompleted):
+            return "step_completed", [op.step_id, op.name, op.output_json]
+        if isinstance(op, StepFailed):
+            retry_at = now_ms + max(op.retry_after_ms, self.backoff_ms(job.attempt))
+            return "step_failed", [op.step_id, op.name, error_json(op.error),
+                                   int(op.non_retriable), retry_at]
+        if isinstance(op, Sleep):
+            return "sleep", [op.step_id, op.name, op.until_ms]
+        if isinstance(op, RunCompleted):
+            return "run_completed", [op.output_json]
+        retry_at = now_ms + max(op.retry_after_ms, self.backoff_ms(job.attempt))
+        return "run_failed", [error_json(op.error), int(op.non_retriable), FUNCTION_STEP_ID,
+                              retry_at]
+
+    def _applied(self, job: Job, op: Opcode, reply: Any, relock_expires: int) -> Applied:
+        if isinstance(reply, ResponseError):
+            return Applied(Outcome.STALE, error=str(reply))
+        if reply == -2:
+            return Applied(Outcome.STALE, error="lease no longer current")
+        if reply == -3:
+            return Applied(Outcome.NOT_RUNNING, error="run no longer running")
+        check(reply, "apply")
+        if isinstance(op, RunCompleted) or (isinstance(op, RunFailed) and reply == 3):
+            return Applied(Outcome.FINISHED)
+        failed = isinstance(op, StepFailed | RunFailed)
+        if isinstance(reply, list):
+            lease, attempt, max_attempts, event, flat = reply
+            steps = {_s(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+            next_job = Job(
+                job_id=job.job_id, lease_id=LeaseId(_s(lease)), run_id=job.run_id,
+                function_id=job.function_id, attempt=int(attempt),
+                max_attempts=int(max_attempts), event_json=event, steps=steps,
+                lease_expires_at_ms=relock_expires,
+            )
+            # A retry keeps counting attempts; a memoised error starts the next step at 0.
+            return Applied(Outcome.CONTINUED, next_job=next_job,
+                           retrying=failed and next_job.attempt > 0)
+        return Applied(Outcome.SCHEDULED, retrying=failed and reply == 1)
+
+    async def cancel_run(self, run_id: RunId, now_ms: int) -> tuple[RunStatus, bool]:
+        """Cancels a run; returns its status after the call and whether a worker held it."""
+        sk = self._keys.for_run(run_id)
+        reply = check(
+            await self._cancel(
+                keys=[sk.run(run_id), sk.steps(run_id), sk.leased, sk.history],
+                args=[run_id, now_ms, sk.tag, self._settings.finished_run_ttl_s, run_id],
+            ),
+            f"run {run_id}",
+        )
+        return RunStatus(_s(reply[0])), bool(int(reply[1]))
+
+    async def get_run(self, run_id: RunId) -> RunState | None:
+        sk = self._keys.for_run(run_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(sk.run(run_id))
+            pipe.hgetall(sk.steps(run_id))
+            meta, steps = await pipe.execute()
+        if not meta:
+            return None
+        return RunState(
+            run_id=run_id,
+            function_id=_s(meta.get(b"fn", b"")),
+            status=RunStatus(_s(meta[b"status"])),
+            event_json=meta.get(b"event", b"{}"),
+            steps={_s(k): v for k, v in steps.items()},
+            output_json=meta.get(b"output", b""),
+            error_json=meta.get(b"error", b""),
+        )
+
+
+__all__ = ["Applied", "JobId", "Outcome", "RunState", "StateStore"]

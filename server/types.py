@@ -1,0 +1,153 @@
+"""The vocabulary of the server: ids and the frozen dataclasses passed between modules.
+
+Protobuf stops at the edges (drivers, API servicers); everything below speaks these types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import NewType
+
+RunId = NewType("RunId", str)
+EventId = NewType("EventId", str)
+FunctionId = NewType("FunctionId", str)  # global: "{app_id}-{slug}"
+AppId = NewType("AppId", str)
+JobId = NewType("JobId", str)
+LeaseId = NewType("LeaseId", str)
+StepId = NewType("StepId", str)
+ConnectionId = NewType("ConnectionId", str)
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class StepStatus(StrEnum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SLEEPING = "sleeping"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: EventId
+    name: str
+    data_json: bytes
+    ts_ms: int
+    idempotency_key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EventTrigger:
+    event: str
+    expression: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CronTrigger:
+    cron: str
+
+
+Trigger = EventTrigger | CronTrigger
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionConfig:
+    """A function as registered, validated."""
+
+    id: FunctionId
+    app_id: AppId
+    slug: str
+    name: str
+    triggers: tuple[Trigger, ...]
+    retries: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class AppRegistration:
+    app_id: AppId
+    functions: tuple[FunctionConfig, ...]
+    language: str = ""
+    sdk_name: str = ""
+    sdk_version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    name: str
+    message: str
+    stack: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A leased job, with everything a driver needs to run it."""
+
+    job_id: JobId
+    lease_id: LeaseId
+    run_id: RunId
+    function_id: FunctionId
+    attempt: int
+    max_attempts: int
+    event_json: bytes  # {"id","name","data","ts"}
+    steps: dict[str, bytes] = field(default_factory=dict)  # step id -> memo JSON
+    lease_expires_at_ms: int = 0
+    traceparent: str = ""
+    tracestate: str = ""
+
+
+# Opcodes: what a job did, whichever transport carried the answer.
+
+
+@dataclass(frozen=True, slots=True)
+class StepCompleted:
+    step_id: StepId
+    name: str
+    output_json: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StepFailed:
+    step_id: StepId
+    name: str
+    error: ErrorInfo
+    non_retriable: bool = False
+    retry_after_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    step_id: StepId
+    name: str
+    until_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunCompleted:
+    output_json: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RunFailed:
+    error: ErrorInfo
+    non_retriable: bool = False
+    retry_after_ms: int = 0
+
+
+Opcode = StepCompleted | StepFailed | Sleep | RunCompleted | RunFailed
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    job_id: JobId
+    lease_id: LeaseId
+    opcodes: tuple[Opcode, ...]

@@ -1,0 +1,77 @@
+"""Shared fixtures: real PostgreSQL and Redis for production-mode tests.
+
+Each test session gets its own PostgreSQL database and its own Redis database number (taken
+with a lock key in db 0), so concurrent test runs on one machine do not trip over each other.
+Every Redis database handed to a test is flushed first.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+import pytest_asyncio
+import redis as redis_sync
+
+PG_ADMIN_DSN = os.environ.get("PLAIT_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_HOST = os.environ.get("PLAIT_TEST_REDIS_HOST", "127.0.0.1")
+REDIS_PORT = int(os.environ.get("PLAIT_TEST_REDIS_PORT", "6379"))
+
+
+@pytest.fixture(scope="session")
+def redis_db() -> Iterator[int]:
+    """A Redis database number (1..15) owned by this test session."""
+    admin = redis_sync.Redis(host=REDIS_HOST, port=REDIS_PORT, db=0)
+    token = f"{os.getpid()}-{secrets.token_hex(4)}"
+    for n in range(1, 16):
+        if admin.set(f"plait-test-db-lock:{n}", token, nx=True, ex=3600):
+            try:
+                yield n
+            finally:
+                if admin.get(f"plait-test-db-lock:{n}") == token.encode():
+                    admin.delete(f"plait-test-db-lock:{n}")
+                admin.close()
+            return
+    raise RuntimeError("no free Redis database for tests (all 15 locked)")
+
+
+@pytest.fixture
+def redis_url(redis_db: int) -> str:
+    """URL of a flushed Redis database on the real Redis server."""
+    client = redis_sync.Redis(host=REDIS_HOST, port=REDIS_PORT, db=redis_db)
+    client.flushdb()
+    client.close()
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_db}"
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def _pg_database() -> AsyncIterator[str]:
+    name = f"plait_test_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield name
+    finally:
+        admin = await asyncpg.connect(PG_ADMIN_DSN)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture
+async def database_url(_pg_database: str) -> AsyncIterator[str]:
+    """SQLAlchemy URL of an empty PostgreSQL database (its public schema recreated)."""
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
+    conn = await asyncpg.connect(f"{base}/{_pg_database}")
+    try:
+        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+    finally:
+        await conn.close()
+    yield f"postgresql+asyncpg://{base.split('://', 1)[1]}/{_pg_database}"
