@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.typing import EncodableT
 
 from server.keys import Keys, ShardKeys
 from server.luascript import load_script
@@ -104,7 +105,8 @@ class Queue:
         if not caps or total <= 0:
             return [], -1
         keys = [shard.leased, shard.lease_seq, shard.history] + [shard.ready(f) for f, _ in caps]
-        args: list[object] = [now_ms, self.lease_ms, total, shard.tag] + [c for _, c in caps]
+        args: list[EncodableT] = [now_ms, self.lease_ms, total, shard.tag]
+        args += [c for _, c in caps]
         reply = await self._lease(keys=keys, args=args)
         items, next_due = reply
         return [job_from_reply(item) for item in items], int(next_due)
@@ -126,7 +128,7 @@ class Queue:
         total = 0
         for n, group in by_shard.items():
             sk = self._keys.shard(n)
-            args: list[object] = [first, sk.tag]
+            args: list[EncodableT] = [first, sk.tag]
             for held in group:
                 args += [held.job_id, held.lease_id]
             total += int(await script(keys=[sk.leased], args=args))  # type: ignore[operator]

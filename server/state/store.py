@@ -17,6 +17,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
+from redis.typing import EncodableT
 
 from server.config import Settings
 from server.keys import Keys
@@ -116,7 +117,7 @@ class StateStore:
             for (job, op), reply in zip(results, replies, strict=True)
         ]
 
-    def _script_args(self, job: Job, op: Opcode, now_ms: int) -> tuple[str, list[object]]:
+    def _script_args(self, job: Job, op: Opcode, now_ms: int) -> tuple[str, list[EncodableT]]:
         if isinstance(op, StepCompleted):
             return "step_completed", [op.step_id, op.name, op.output_json]
         if isinstance(op, StepFailed):

@@ -100,7 +100,7 @@ async def test_a_sleep_frees_the_job_until_it_is_due(redis: Redis) -> None:
 
 
 async def test_a_cancelled_run_drops_its_job_and_later_results(redis: Redis) -> None:
-    queue, state, job = await _leased(redis)
+    _queue, state, job = await _leased(redis)
     assert await state.cancel_run(RunId("r1"), NOW) == (RunStatus.CANCELLED, True)
     assert await state.cancel_run(RunId("r1"), NOW) == (RunStatus.CANCELLED, False)
     (late,) = await state.apply([(job, RunCompleted(b"1"))], NOW, relock=True)

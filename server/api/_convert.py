@@ -1,0 +1,128 @@
+"""History records to and from ManagementService protobuf messages; the API's only pb2 glue."""
+
+from __future__ import annotations
+
+from plait_proto.v1 import event_pb2, function_pb2, management_pb2, run_pb2
+
+from server.errors import InvalidArgument
+from server.history.store import (
+    AppRecord,
+    EventRecord,
+    FunctionRecord,
+    RunRecord,
+    StepAttemptRecord,
+)
+from server.types import CronTrigger, ErrorInfo, FunctionConfig, RunStatus, StepStatus, Trigger
+
+_RUN_STATUS: dict[RunStatus, run_pb2.RunStatus] = {
+    RunStatus.QUEUED: run_pb2.RUN_STATUS_QUEUED,
+    RunStatus.RUNNING: run_pb2.RUN_STATUS_RUNNING,
+    RunStatus.COMPLETED: run_pb2.RUN_STATUS_COMPLETED,
+    RunStatus.FAILED: run_pb2.RUN_STATUS_FAILED,
+    RunStatus.CANCELLED: run_pb2.RUN_STATUS_CANCELLED,
+}
+_RUN_STATUS_FROM_PB: dict[int, RunStatus] = {int(pb): s for s, pb in _RUN_STATUS.items()}
+
+_STEP_STATUS: dict[StepStatus, run_pb2.StepStatus] = {
+    StepStatus.COMPLETED: run_pb2.STEP_STATUS_COMPLETED,
+    StepStatus.FAILED: run_pb2.STEP_STATUS_FAILED,
+    StepStatus.SLEEPING: run_pb2.STEP_STATUS_SLEEPING,
+}
+
+
+def run_status_to_pb(status: RunStatus) -> run_pb2.RunStatus:
+    return _RUN_STATUS[status]
+
+
+def run_status_from_pb(field: str, value: int) -> RunStatus | None:
+    """None for RUN_STATUS_UNSPECIFIED, i.e. "any status" in a filter."""
+    if value == run_pb2.RUN_STATUS_UNSPECIFIED:
+        return None
+    status = _RUN_STATUS_FROM_PB.get(value)
+    if status is None:
+        raise InvalidArgument(field, f"unknown RunStatus value {value}")
+    return status
+
+
+def error_to_pb(error: ErrorInfo) -> function_pb2.ErrorInfo:
+    return function_pb2.ErrorInfo(name=error.name, message=error.message, stack=error.stack)
+
+
+def app_to_pb(app: AppRecord) -> management_pb2.App:
+    return management_pb2.App(
+        id=app.id,
+        language=app.language,
+        sdk_name=app.sdk_name,
+        sdk_version=app.sdk_version,
+        updated_at_ms=app.updated_at_ms,
+        function_count=app.function_count,
+    )
+
+
+def _trigger_to_pb(trigger: Trigger) -> function_pb2.Trigger:
+    if isinstance(trigger, CronTrigger):
+        return function_pb2.Trigger(cron=function_pb2.CronTrigger(cron=trigger.cron))
+    return function_pb2.Trigger(
+        event=function_pb2.EventTrigger(event=trigger.event, expression=trigger.expression)
+    )
+
+
+def definition_to_pb(config: FunctionConfig) -> function_pb2.FunctionDefinition:
+    return function_pb2.FunctionDefinition(
+        id=config.slug,
+        name=config.name,
+        triggers=[_trigger_to_pb(t) for t in config.triggers],
+        retries=config.retries,
+    )
+
+
+def function_to_pb(function: FunctionRecord) -> function_pb2.Function:
+    return function_pb2.Function(
+        id=function.config.id,
+        app_id=function.config.app_id,
+        definition=definition_to_pb(function.config),
+        updated_at_ms=function.updated_at_ms,
+    )
+
+
+def event_to_pb(event: EventRecord) -> event_pb2.Event:
+    return event_pb2.Event(
+        id=event.id,
+        name=event.name,
+        data_json=event.data_json,
+        ts_ms=event.ts_ms,
+        idempotency_key=event.idempotency_key,
+    )
+
+
+def step_to_pb(step: StepAttemptRecord) -> run_pb2.StepAttempt:
+    msg = run_pb2.StepAttempt(
+        step_id=step.step_id,
+        name=step.name,
+        attempt=step.attempt,
+        status=_STEP_STATUS[step.status],
+        output_json=step.output_json or b"",
+        ended_at_ms=step.ended_at_ms,
+    )
+    if step.error is not None:
+        msg.error.CopyFrom(error_to_pb(step.error))
+    return msg
+
+
+def run_to_pb(run: RunRecord) -> run_pb2.Run:
+    """The run with whatever steps the record carries (GetRun has them, lists do not)."""
+    msg = run_pb2.Run(
+        id=run.id,
+        function_id=run.function_id,
+        app_id=run.app_id,
+        event_id=run.event_id,
+        status=run_status_to_pb(run.status),
+        created_at_ms=run.created_at_ms,
+        started_at_ms=run.started_at_ms or 0,
+        ended_at_ms=run.ended_at_ms or 0,
+        output_json=run.output_json or b"",
+        steps=[step_to_pb(s) for s in run.steps],
+    )
+    if run.error is not None:
+        msg.error.CopyFrom(error_to_pb(run.error))
+    return msg

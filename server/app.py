@@ -1,0 +1,154 @@
+"""Assembles a Plait server process: storage, the data-path roles, and the gRPC and HTTP faces.
+
+`PlaitServer.start()` returns once both ports answer; `stop()` shuts down in order: stop
+accepting, tell workers to drain, hand back held leases, stop the roles, close storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from dataclasses import dataclass
+
+import grpc
+import structlog
+from plait_proto.v1 import event_pb2_grpc, management_pb2_grpc, queue_pb2_grpc, state_pb2_grpc
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.api.http import bind, build_app, http_server
+from server.api.management import ManagementServicer
+from server.api.state_service import StateServicer
+from server.config import Mode, Settings
+from server.dev.redis import EmbeddedRedis
+from server.drivers.grpc.stream import GrpcDriver
+from server.events.grpc import EventServicer
+from server.events.ingest import EventIngest
+from server.executor.executor import Executor
+from server.history.db import migrate, open_database
+from server.history.writer import HistoryWriter
+from server.keys import Keys
+from server.queue import Queue
+from server.runner.index import FunctionIndex
+from server.runner.registry import Registry
+from server.runner.runner import Runner
+from server.state import StateStore
+
+log = structlog.get_logger(__name__)
+
+GRPC_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    http_port: int
+    grpc_port: int
+    redis_url: str
+    database_url: str
+
+
+class PlaitServer:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._embedded: EmbeddedRedis | None = None
+        self._redis: Redis | None = None
+        self._engine: AsyncEngine | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._driver: GrpcDriver | None = None
+        self._tasks: asyncio.Task[None] | None = None
+        self._http_socket: socket.socket | None = None
+        self.endpoints: Endpoints | None = None
+
+    async def start(self) -> Endpoints:
+        s = self.settings
+        redis_url = s.redis_url
+        if not redis_url:
+            if s.mode is Mode.PRODUCTION:
+                raise RuntimeError("production mode needs a Redis URL")
+            self._embedded = EmbeddedRedis(s.data_dir)
+            redis_url = await self._embedded.start()
+        if s.mode is Mode.DEV:
+            s.data_dir.mkdir(parents=True, exist_ok=True)
+        self._redis = Redis.from_url(redis_url)
+        self._engine = await open_database(s.effective_database_url)
+        await migrate(self._engine)
+
+        keys = Keys(s.queue_shards)
+        consumer = f"{socket.gethostname()}-{os.getpid()}"
+        queue = Queue(self._redis, keys, s.lease_ms)
+        state = StateStore(self._redis, keys, s)
+        index = FunctionIndex()
+        registry = Registry(self._engine, self._redis, keys, index)
+        await registry.reload()
+        executor = Executor(queue, state, s)
+        driver = GrpcDriver(executor, registry, s)
+        executor.add_driver(driver)
+        self._driver = driver
+        ingest = EventIngest(self._engine, self._redis, keys, s)
+        runner = Runner(self._redis, keys, queue, index, consumer, executor.wake)
+        history = HistoryWriter(self._redis, self._engine, keys, consumer)
+
+        options = [("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
+                   ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES)]
+        self._grpc = grpc.aio.server(options=options)
+        event_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(ingest), self._grpc)
+        queue_pb2_grpc.add_QueueServiceServicer_to_server(driver, self._grpc)
+        state_pb2_grpc.add_StateServiceServicer_to_server(StateServicer(state), self._grpc)
+        management_pb2_grpc.add_ManagementServiceServicer_to_server(
+            ManagementServicer(self._engine, executor.cancel_run), self._grpc)
+        grpc_port = self._grpc.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
+        if grpc_port == 0:
+            raise OSError(f"cannot bind gRPC to {s.grpc_host}:{s.grpc_port}")
+        await self._grpc.start()
+
+        self._http_socket = bind(s.http_host, s.http_port)
+        http = http_server(build_app(ingest, s))
+        roles = [runner.run(), executor.run(), history.run(), registry.watch(),
+                 http.serve(sockets=[self._http_socket])]
+        self._http = http
+        self._tasks = asyncio.create_task(self._run_roles(roles), name="plait-roles")
+        self.endpoints = Endpoints(
+            http_port=self._http_socket.getsockname()[1], grpc_port=grpc_port,
+            redis_url=redis_url, database_url=s.effective_database_url)
+        log.info("server.started", mode=s.mode.value, http_port=self.endpoints.http_port,
+                 grpc_port=grpc_port)
+        return self.endpoints
+
+    async def _run_roles(self, roles: list[object]) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for role in roles:
+                tg.create_task(role)  # type: ignore[arg-type]
+
+    async def wait(self) -> None:
+        if self._tasks is not None:
+            await self._tasks
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        if self._driver is not None:
+            await self._driver.drain()
+        if self._grpc is not None:
+            await self._grpc.stop(grace_s)
+        if self._tasks is not None:
+            self._http.should_exit = True
+            self._tasks.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._tasks
+        if self._redis is not None:
+            await self._redis.aclose()
+        if self._engine is not None:
+            await self._engine.dispose()
+        if self._embedded is not None:
+            await self._embedded.stop()
+        log.info("server.stopped")
+
+
+async def serve(settings: Settings) -> None:
+    """Runs a server until cancelled (Ctrl-C), then stops it in order."""
+    server = PlaitServer(settings)
+    try:
+        await server.start()
+        await server.wait()
+    finally:
+        await asyncio.shield(server.stop())

@@ -1,0 +1,138 @@
+"""Protobuf ↔ dataclasses for the worker stream; the only place below the servicer that
+touches plait_proto messages."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+
+from plait_proto.v1 import event_pb2, function_pb2, queue_pb2
+
+from server.errors import InvalidArgument
+from server.types import (
+    AppId,
+    AppRegistration,
+    CronTrigger,
+    ErrorInfo,
+    EventTrigger,
+    FunctionConfig,
+    FunctionId,
+    Job,
+    JobId,
+    JobResult,
+    LeaseId,
+    Opcode,
+    RunCompleted,
+    RunFailed,
+    Sleep,
+    StepCompleted,
+    StepFailed,
+    StepId,
+    Trigger,
+)
+
+MAX_CONCURRENT_JOBS = 10_000
+
+
+def registration_from_pb(msg: queue_pb2.Register, default_retries: int) -> AppRegistration:
+    app_id = AppId(msg.app_id)
+    functions = []
+    for i, fd in enumerate(msg.functions):
+        triggers: list[Trigger] = []
+        for j, t in enumerate(fd.triggers):
+            kind = t.WhichOneof("kind")
+            if kind == "event":
+                triggers.append(EventTrigger(t.event.event, t.event.expression))
+            elif kind == "cron":
+                triggers.append(CronTrigger(t.cron.cron))
+            else:
+                raise InvalidArgument(f"functions[{i}].triggers[{j}]", "must set event or cron")
+        functions.append(FunctionConfig(
+            id=FunctionId(f"{app_id}-{fd.id}"), app_id=app_id, slug=fd.id, name=fd.name or fd.id,
+            triggers=tuple(triggers),
+            retries=fd.retries if fd.HasField("retries") else default_retries,
+        ))
+    if not 1 <= msg.max_concurrent_jobs <= MAX_CONCURRENT_JOBS:
+        raise InvalidArgument(
+            "register.max_concurrent_jobs",
+            f"{msg.max_concurrent_jobs} is not in 1..{MAX_CONCURRENT_JOBS}")
+    return AppRegistration(app_id, tuple(functions), msg.language, msg.sdk_name, msg.sdk_version)
+
+
+class EventCache:
+    """Event messages by run id: a run's jobs share one event, parsed once."""
+
+    def __init__(self, size: int = 20_000) -> None:
+        self._size = size
+        self._items: OrderedDict[str, event_pb2.Event] = OrderedDict()
+
+    def get(self, run_id: str, event_json: bytes) -> event_pb2.Event:
+        found = self._items.get(run_id)
+        if found is not None:
+            return found
+        raw = json.loads(event_json)
+        event = event_pb2.Event(
+            id=str(raw.get("id", "")), name=str(raw.get("name", "")),
+            data_json=json.dumps(raw.get("data", {}), separators=(",", ":")).encode(),
+            ts_ms=int(raw.get("ts", 0)),
+        )
+        self._items[run_id] = event
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
+        return event
+
+
+def job_to_pb(job: Job, slug: str, event: event_pb2.Event) -> queue_pb2.Job:
+    return queue_pb2.Job(
+        job_id=job.job_id, lease_id=job.lease_id, run_id=job.run_id,
+        function_id=job.function_id, function_slug=slug, attempt=job.attempt,
+        max_attempts=job.max_attempts, event=event, steps=job.steps,
+        lease_expires_at_ms=job.lease_expires_at_ms, traceparent=job.traceparent,
+        tracestate=job.tracestate,
+    )
+
+
+def _error(msg: function_pb2.ErrorInfo) -> ErrorInfo:
+    return ErrorInfo(msg.name or "Error", msg.message, msg.stack)
+
+
+MAX_STEP_ID_BYTES = 512
+
+
+def _step_id(field: str, step_id: str) -> StepId:
+    if not step_id or len(step_id.encode()) > MAX_STEP_ID_BYTES:
+        raise InvalidArgument(field, f"must be 1..{MAX_STEP_ID_BYTES} bytes")
+    return StepId(step_id)
+
+
+def opcode_from_pb(msg: queue_pb2.Opcode, at: str) -> Opcode:
+    kind = msg.WhichOneof("op")
+    if kind == "step_completed":
+        c = msg.step_completed
+        return StepCompleted(_step_id(f"{at}.step_completed.step_id", c.step_id),
+                             c.name or c.step_id, c.output_json)
+    if kind == "step_failed":
+        f = msg.step_failed
+        return StepFailed(_step_id(f"{at}.step_failed.step_id", f.step_id),
+                          f.name or f.step_id, _error(f.error),
+                          f.non_retriable, max(0, f.retry_after_ms))
+    if kind == "sleep":
+        s = msg.sleep
+        if s.until_ms <= 0:
+            raise InvalidArgument(f"{at}.sleep.until_ms", "must be a Unix time in ms")
+        return Sleep(_step_id(f"{at}.sleep.step_id", s.step_id), s.name or s.step_id, s.until_ms)
+    if kind == "run_completed":
+        return RunCompleted(msg.run_completed.output_json)
+    if kind == "run_failed":
+        r = msg.run_failed
+        return RunFailed(_error(r.error), r.non_retriable, max(0, r.retry_after_ms))
+    raise InvalidArgument(at, "must set one opcode")
+
+
+def result_from_pb(msg: queue_pb2.JobResult, at: str) -> JobResult:
+    if not msg.job_id:
+        raise InvalidArgument(f"{at}.job_id", "must not be empty")
+    if len(msg.opcodes) != 1:
+        raise InvalidArgument(f"{at}.opcodes", "must hold exactly one opcode")
+    ops = tuple(opcode_from_pb(o, f"{at}.opcodes[{i}]") for i, o in enumerate(msg.opcodes))
+    return JobResult(JobId(msg.job_id), LeaseId(msg.lease_id), ops)

@@ -1,0 +1,227 @@
+"""The gRPC worker stream: one bidirectional QueueService.Connect per worker connection.
+
+The stream itself is the liveness signal: jobs are pushed only within the credit the worker
+granted, results come back batched, heartbeats extend the held leases, and the moment a
+stream ends its jobs go back to the queue for another worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+import structlog
+from plait_proto.v1 import queue_pb2, queue_pb2_grpc
+from ulid import ULID
+
+from server.config import Settings
+from server.drivers.grpc._convert import (
+    EventCache,
+    job_to_pb,
+    registration_from_pb,
+    result_from_pb,
+)
+from server.errors import InvalidArgument, PlaitError, grpc_status
+from server.executor.executor import Executor
+from server.runner.registry import Registry
+from server.state import Outcome
+from server.types import ConnectionId, FunctionId, Job, JobId, Opcode, RunId
+
+log = structlog.get_logger(__name__)
+
+REGISTER_TIMEOUT_S = 10.0
+
+
+@dataclass(eq=False)
+class _Connection:
+    id: ConnectionId
+    app_id: str
+    slugs: dict[FunctionId, str]  # global id -> id within the app
+    max_jobs: int
+    outbox: asyncio.Queue[queue_pb2.ConnectResponse | None] = field(default_factory=asyncio.Queue)
+    held: dict[JobId, Job] = field(default_factory=dict)
+    draining: bool = False
+
+    @property
+    def free(self) -> int:
+        return 0 if self.draining else self.max_jobs - len(self.held)
+
+
+class GrpcDriver(queue_pb2_grpc.QueueServiceServicer):
+    """The QueueService servicer, and the executor's driver for gRPC workers."""
+
+    def __init__(self, executor: Executor, registry: Registry, settings: Settings) -> None:
+        self._executor = executor
+        self._registry = registry
+        self._settings = settings
+        self._connections: dict[ConnectionId, _Connection] = {}
+        self._events = EventCache()
+        self._round_robin = itertools.count()
+
+    # Driver protocol
+
+    def capacity(self) -> dict[FunctionId, int]:
+        caps: dict[FunctionId, int] = {}
+        for conn in self._connections.values():
+            free = conn.free
+            if free > 0:
+                for fn in conn.slugs:
+                    caps[fn] = caps.get(fn, 0) + free
+        return caps
+
+    def total_capacity(self) -> int:
+        return sum(max(0, c.free) for c in self._connections.values())
+
+    async def dispatch(self, jobs: Sequence[Job]) -> list[Job]:
+        batches: dict[ConnectionId, list[queue_pb2.Job]] = {}
+        unplaced: list[Job] = []
+        conns = list(self._connections.values())
+        for job in jobs:
+            conn = self._pick(conns, job.function_id)
+            if conn is None:
+                unplaced.append(job)
+                continue
+            conn.held[job.job_id] = job
+            batches.setdefault(conn.id, []).append(self._job_pb(conn, job))
+        for conn_id, batch in batches.items():
+            self._connections[conn_id].outbox.put_nowait(
+                queue_pb2.ConnectResponse(jobs=queue_pb2.Jobs(jobs=batch)))
+        return unplaced
+
+    async def cancel(self, run_id: RunId) -> bool:
+        for conn in self._connections.values():
+            for job_id, job in list(conn.held.items()):
+                if job.run_id == run_id:
+                    del conn.held[job_id]
+                    conn.outbox.put_nowait(queue_pb2.ConnectResponse(
+                        cancel=queue_pb2.Cancel(job_ids=[job_id])))
+                    self._executor.capacity_changed()
+                    return True
+        return False
+
+    def _pick(self, conns: list[_Connection], fn: FunctionId) -> _Connection | None:
+        if not conns:
+            return None
+        start = next(self._round_robin) % len(conns)
+        for conn in conns[start:] + conns[:start]:
+            if fn in conn.slugs and conn.free > 0:
+                return conn
+        return None
+
+    def _job_pb(self, conn: _Connection, job: Job) -> queue_pb2.Job:
+        event = self._events.get(job.run_id, job.event_json)
+        return job_to_pb(job, conn.slugs.get(job.function_id, ""), event)
+
+    # QueueService
+
+    async def Connect(
+        self,
+        request_iterator: AsyncIterator[queue_pb2.ConnectRequest],
+        context: grpc.aio.ServicerContext[queue_pb2.ConnectRequest, queue_pb2.ConnectResponse],
+    ) -> AsyncIterator[queue_pb2.ConnectResponse]:
+        try:
+            conn = await self._register(request_iterator)
+        except PlaitError as e:
+            await context.abort(grpc_status(e), e.message)
+        except (TimeoutError, StopAsyncIteration):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "register: the first message must be register")
+        self._connections[conn.id] = conn
+        self._executor.capacity_changed()
+        log.info("worker.connected", connection_id=conn.id, app_id=conn.app_id,
+                 max_jobs=conn.max_jobs)
+        # The reader is owned by this handler: it ends the outbox when the worker's side
+        # closes, and it is cancelled when the handler ends for any other reason.
+        reader = asyncio.create_task(self._read(conn, request_iterator))
+        try:
+            while (msg := await conn.outbox.get()) is not None:
+                yield msg
+            await reader
+        except PlaitError as e:
+            await context.abort(grpc_status(e), e.message)
+        finally:
+            reader.cancel()
+            del self._connections[conn.id]
+            held = list(conn.held.values())
+            conn.held.clear()
+            await asyncio.shield(self._executor.release(held))
+            log.info("worker.disconnected", connection_id=conn.id, released=len(held))
+
+    async def _register(
+        self, requests: AsyncIterator[queue_pb2.ConnectRequest]
+    ) -> _Connection:
+        async with asyncio.timeout(REGISTER_TIMEOUT_S):
+            first = await anext(requests)
+        if first.WhichOneof("message") != "register":
+            raise InvalidArgument("register", "the first message must be register")
+        reg = registration_from_pb(first.register, self._settings.default_retries)
+        await self._registry.register(reg, int(time.time() * 1000))
+        conn = _Connection(
+            id=ConnectionId(str(ULID())), app_id=reg.app_id,
+            slugs={fn.id: fn.slug for fn in reg.functions},
+            max_jobs=first.register.max_concurrent_jobs,
+        )
+        conn.outbox.put_nowait(queue_pb2.ConnectResponse(registered=queue_pb2.Registered(
+            connection_id=conn.id, lease_ms=self._settings.lease_ms,
+            heartbeat_interval_ms=self._settings.heartbeat_interval_ms,
+            function_ids=list(conn.slugs),
+        )))
+        return conn
+
+    async def _read(
+        self, conn: _Connection, requests: AsyncIterator[queue_pb2.ConnectRequest]
+    ) -> None:
+        try:
+            await self._read_all(conn, requests)
+        finally:
+            conn.outbox.put_nowait(None)
+
+    async def _read_all(
+        self, conn: _Connection, requests: AsyncIterator[queue_pb2.ConnectRequest]
+    ) -> None:
+        async for msg in requests:
+            kind = msg.WhichOneof("message")
+            if kind == "results":
+                await self._on_results(conn, msg.results)
+            elif kind == "heartbeat":
+                await self._executor.extend(list(conn.held.values()))
+            elif kind == "drain":
+                conn.draining = True
+            elif kind == "register":
+                raise InvalidArgument("register", "a stream registers once")
+            else:
+                raise InvalidArgument("message", "must set one of results, heartbeat, drain")
+
+    async def _on_results(self, conn: _Connection, results: queue_pb2.JobResults) -> None:
+        items: list[tuple[Job, Opcode]] = []
+        for i, msg in enumerate(results.results):
+            result = result_from_pb(msg, f"results[{i}]")
+            job = conn.held.get(result.job_id)
+            if job is None or job.lease_id != result.lease_id:
+                log.info("result.stale", connection_id=conn.id, job_id=result.job_id)
+                continue
+            del conn.held[result.job_id]
+            items.append((job, result.opcodes[0]))
+        if not items:
+            return
+        applied = await self._executor.commit(items, relock=not conn.draining)
+        follow_ups = []
+        for outcome in applied:
+            if outcome.outcome is Outcome.CONTINUED and outcome.next_job is not None:
+                job = outcome.next_job
+                conn.held[job.job_id] = job
+                follow_ups.append(self._job_pb(conn, job))
+        if follow_ups:
+            conn.outbox.put_nowait(queue_pb2.ConnectResponse(jobs=queue_pb2.Jobs(jobs=follow_ups)))
+        if len(follow_ups) < len(items):
+            self._executor.capacity_changed()
+
+    async def drain(self) -> None:
+        """Tells every worker the server is going away."""
+        for conn in self._connections.values():
+            conn.draining = True
+            conn.outbox.put_nowait(queue_pb2.ConnectResponse(drain=queue_pb2.Drain()))

@@ -1,0 +1,59 @@
+"""HTTP event API: POST /e/{event_key} with a JSON event object or array of events."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from server.config import Settings
+from server.errors import InvalidArgument, PlaitError, http_status
+from server.events.ingest import EventIngest, EventInput
+
+
+def _input(i: int, raw: Any) -> EventInput:
+    at = f"events[{i}]"
+    if not isinstance(raw, dict):
+        raise InvalidArgument(at, "must be a JSON object")
+    name = raw.get("name")
+    if not isinstance(name, str):
+        raise InvalidArgument(f"{at}.name", "must be a string")
+    data = raw.get("data", {})
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InvalidArgument(f"{at}.data", "must be a JSON object")
+    ts = raw.get("ts", 0) or 0
+    if not isinstance(ts, int) or isinstance(ts, bool):
+        raise InvalidArgument(f"{at}.ts", "must be an integer (Unix ms)")
+    key = raw.get("id", "") or ""
+    if not isinstance(key, str):
+        raise InvalidArgument(f"{at}.id", "must be a string")
+    return EventInput(name=name, data_json=json.dumps(data, separators=(",", ":")).encode(),
+                      ts_ms=ts, idempotency_key=key)
+
+
+class EventRoutes:
+    def __init__(self, ingest: EventIngest, settings: Settings) -> None:
+        self._ingest = ingest
+        self._settings = settings
+
+    async def post_events(self, request: Request) -> JSONResponse:
+        try:
+            body = await request.body()
+            if len(body) > self._settings.max_request_bytes:
+                raise InvalidArgument(
+                    "body", f"{len(body)} bytes is over the limit of "
+                    f"{self._settings.max_request_bytes}")
+            try:
+                parsed = json.loads(body)
+            except (ValueError, UnicodeDecodeError):
+                raise InvalidArgument("body", "is not valid JSON") from None
+            raws = parsed if isinstance(parsed, list) else [parsed]
+            ids = await self._ingest.accept([_input(i, r) for i, r in enumerate(raws)])
+        except PlaitError as e:
+            status = http_status(e)
+            return JSONResponse({"ids": [], "status": status, "error": e.message}, status)
+        return JSONResponse({"ids": ids, "status": 200})

@@ -1,0 +1,102 @@
+"""Event ingest: validates events, stores them in SQL, then appends them to the event stream.
+
+An event is acknowledged only after both writes, so an acknowledged event is never lost;
+the runners read the stream.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+from ulid import ULID
+
+from server.config import Settings
+from server.errors import InvalidArgument
+from server.history import store
+from server.keys import Keys
+from server.types import Event, EventId
+
+MAX_NAME_BYTES = 256
+MAX_IDEMPOTENCY_KEY_BYTES = 256
+
+
+@dataclass(frozen=True, slots=True)
+class EventInput:
+    name: str
+    data_json: bytes = b"{}"  # empty means {}
+    ts_ms: int = 0  # 0 means now
+    idempotency_key: str = ""
+    id: str = ""  # a ULID chosen by the sender (seeded ids); empty means assign one
+
+
+def event_json(event: Event) -> bytes:
+    """The event as functions see it: {"id","name","data","ts"}."""
+    head = json.dumps({"id": event.id, "name": event.name})[:-1].encode()
+    return head + b',"data":' + event.data_json + b',"ts":' + str(event.ts_ms).encode() + b"}"
+
+
+def _validate(i: int, item: EventInput, settings: Settings) -> bytes:
+    at = f"events[{i}]"
+    if not item.name:
+        raise InvalidArgument(f"{at}.name", "must not be empty")
+    if len(item.name.encode()) > MAX_NAME_BYTES:
+        raise InvalidArgument(f"{at}.name", f"longer than {MAX_NAME_BYTES} bytes")
+    if len(item.idempotency_key.encode()) > MAX_IDEMPOTENCY_KEY_BYTES:
+        raise InvalidArgument(f"{at}.idempotency_key", f"longer than {MAX_IDEMPOTENCY_KEY_BYTES}")
+    data = item.data_json or b"{}"
+    if len(data) > settings.max_event_bytes:
+        raise InvalidArgument(
+            f"{at}.data", f"{len(data)} bytes is over the limit of {settings.max_event_bytes}")
+    try:
+        parsed = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidArgument(f"{at}.data", "is not valid JSON") from None
+    if not isinstance(parsed, dict):
+        raise InvalidArgument(f"{at}.data", "must be a JSON object")
+    if item.ts_ms < 0:
+        raise InvalidArgument(f"{at}.ts", "must not be negative")
+    if item.id:
+        try:
+            ULID.from_str(item.id)
+        except ValueError:
+            raise InvalidArgument(f"{at}.id", "must be a ULID") from None
+    return data
+
+
+class EventIngest:
+    def __init__(self, engine: AsyncEngine, redis: Redis, keys: Keys, settings: Settings) -> None:
+        self._engine = engine
+        self._redis = redis
+        self._keys = keys
+        self._settings = settings
+
+    async def accept(self, inputs: Sequence[EventInput]) -> list[EventId]:
+        """Stores the events and queues them for the runners; returns ids in input order."""
+        limit = self._settings.max_events_per_request
+        if not inputs:
+            raise InvalidArgument("events", "at least one event is required")
+        if len(inputs) > limit:
+            raise InvalidArgument("events", f"{len(inputs)} events is over the limit of {limit}")
+        datas = [_validate(i, item, self._settings) for i, item in enumerate(inputs)]
+        now_ms = int(time.time() * 1000)
+        events = [
+            Event(
+                id=EventId(item.id or str(ULID())), name=item.name, data_json=data,
+                ts_ms=item.ts_ms or now_ms, idempotency_key=item.idempotency_key,
+            )
+            for item, data in zip(inputs, datas, strict=True)
+        ]
+        await store.insert_events(self._engine, events, now_ms)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                pipe.xadd(self._keys.events, {
+                    "id": event.id, "name": event.name, "e": event_json(event),
+                    "idem": event.idempotency_key,
+                })
+            await pipe.execute()
+        return [e.id for e in events]

@@ -1,0 +1,82 @@
+"""Function registration: validates an app's functions, stores them, and keeps every
+process's trigger index current (a Redis counter moves on each registration)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import structlog
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.errors import InvalidArgument
+from server.history import store
+from server.keys import Keys
+from server.runner.expressions import compile_expression, validate_cron
+from server.runner.index import FunctionIndex
+from server.types import AppRegistration, CronTrigger, EventTrigger
+
+log = structlog.get_logger(__name__)
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+MAX_FUNCTIONS = 500
+MAX_RETRIES = 20
+
+
+def validate_registration(reg: AppRegistration) -> None:
+    """Raises InvalidArgument naming the first bad field (e.g. functions[1].triggers[0].event)."""
+    if not _ID.match(reg.app_id):
+        raise InvalidArgument("app_id", f"{reg.app_id!r} must match {_ID.pattern}")
+    if len(reg.functions) > MAX_FUNCTIONS:
+        raise InvalidArgument("functions", f"at most {MAX_FUNCTIONS} functions per app")
+    seen: set[str] = set()
+    for i, fn in enumerate(reg.functions):
+        at = f"functions[{i}]"
+        if not _ID.match(fn.slug):
+            raise InvalidArgument(f"{at}.id", f"{fn.slug!r} must match {_ID.pattern}")
+        if fn.slug in seen:
+            raise InvalidArgument(f"{at}.id", f"{fn.slug!r} is declared twice")
+        seen.add(fn.slug)
+        if not 0 <= fn.retries <= MAX_RETRIES:
+            raise InvalidArgument(f"{at}.retries", f"{fn.retries} is not in 0..{MAX_RETRIES}")
+        if not fn.triggers:
+            raise InvalidArgument(f"{at}.triggers", "at least one trigger is required")
+        for j, trigger in enumerate(fn.triggers):
+            where = f"{at}.triggers[{j}]"
+            if isinstance(trigger, EventTrigger):
+                if not trigger.event or len(trigger.event) > 256:
+                    raise InvalidArgument(f"{where}.event", "must be 1..256 characters")
+                if trigger.expression:
+                    compile_expression(f"{where}.expression", trigger.expression)
+            elif isinstance(trigger, CronTrigger):
+                validate_cron(f"{where}.cron", trigger.cron)
+
+
+class Registry:
+    def __init__(self, engine: AsyncEngine, redis: Redis, keys: Keys, index: FunctionIndex) -> None:
+        self._engine = engine
+        self._redis = redis
+        self._keys = keys
+        self.index = index
+        self._version: int | None = None
+
+    async def register(self, reg: AppRegistration, now_ms: int) -> None:
+        validate_registration(reg)
+        await store.upsert_app(self._engine, reg, now_ms)
+        await self._redis.incr(self._keys.functions_version)
+        await self.reload()
+        log.info("app.registered", app_id=reg.app_id, functions=len(reg.functions))
+
+    async def reload(self) -> None:
+        raw = await self._redis.get(self._keys.functions_version)
+        self._version = int(raw or 0)
+        self.index.replace(await store.load_functions(self._engine))
+
+    async def watch(self, interval_s: float = 1.0) -> None:
+        """Reloads the index when another process registered functions."""
+        while True:
+            await asyncio.sleep(interval_s)
+            raw = await self._redis.get(self._keys.functions_version)
+            if int(raw or 0) != self._version:
+                await self.reload()

@@ -1,0 +1,133 @@
+"""The runner: reads accepted events from the event stream and starts the runs they trigger.
+
+Run ids are derived from (event id, function id), and run creation is idempotent, so an
+event read twice after a crash starts each run once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+from ulid import ULID
+
+from server.keys import Keys
+from server.queue import NewRun, Queue
+from server.runner.expressions import matches
+from server.runner.index import FunctionIndex
+from server.types import EventId, RunId
+
+log = structlog.get_logger(__name__)
+
+GROUP = "runner"
+EVENT_KEY_TTL_S = 24 * 3600
+
+
+def run_id_for(event_id: str, function_id: str) -> RunId:
+    """A ULID with the event's time and randomness hashed from (event, function)."""
+    ts = ULID.from_str(event_id).milliseconds
+    digest = hashlib.sha256(f"{event_id}/{function_id}".encode()).digest()[:10]
+    return RunId(str(ULID.from_bytes(ts.to_bytes(6, "big") + digest)))
+
+
+class Runner:
+    def __init__(
+        self, redis: Redis, keys: Keys, queue: Queue, index: FunctionIndex, consumer: str,
+        on_enqueued: Callable[[], None],
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._queue = queue
+        self._index = index
+        self._consumer = consumer
+        self._on_enqueued = on_enqueued
+
+    async def _ensure_group(self) -> None:
+        try:
+            await self._redis.xgroup_create(self._keys.events, GROUP, id="0", mkstream=True)
+        except ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+
+    async def run(self) -> None:
+        await self._ensure_group()
+        # Entries this consumer read but did not finish before a crash come first.
+        await self._drain("0")
+        while True:
+            await self._claim_abandoned()
+            await self._drain(">", block_ms=200)
+
+    async def _claim_abandoned(self) -> None:
+        reply: Any = await self._redis.xautoclaim(
+            self._keys.events, GROUP, self._consumer, min_idle_time=30_000, count=500)
+        claimed = reply[1]
+        if claimed:
+            await self.process(claimed)
+
+    async def _drain(self, start: str, block_ms: int | None = None) -> None:
+        while True:
+            reply: Any = await self._redis.xreadgroup(
+                GROUP, self._consumer, {self._keys.events: start}, count=1000, block=block_ms)
+            entries = reply[0][1] if reply else []
+            if not entries:
+                return
+            await self.process(entries)
+            if start == ">":
+                return
+
+    async def process(self, entries: Sequence[tuple[Any, dict[bytes, bytes]]]) -> int:
+        """Starts the runs of a batch of stream entries, then acknowledges them."""
+        now_ms = int(time.time() * 1000)
+        runs: list[NewRun] = []
+        for _, fields in entries:
+            runs.extend(await self._runs_for(fields))
+        if runs:
+            created = await self._queue.enqueue_runs(runs, now_ms)
+            if any(created):
+                self._on_enqueued()
+        ids = [entry_id for entry_id, _ in entries]
+        if ids:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.xack(self._keys.events, GROUP, *ids)
+                pipe.xdel(self._keys.events, *ids)
+                await pipe.execute()
+        return len(runs)
+
+    async def _runs_for(self, fields: dict[bytes, bytes]) -> list[NewRun]:
+        # The client is created without decode_responses: stream fields arrive as bytes.
+        event_json = fields[b"e"]
+        event_id = fields[b"id"].decode()
+        name = fields[b"name"].decode()
+        idem = bytes(fields.get(b"idem", b"")).decode()
+        candidates = self._index.candidates(name)
+        if not candidates:
+            return []
+        if idem and not await self._redis.set(
+            self._keys.event_key(idem), event_id, nx=True, ex=EVENT_KEY_TTL_S
+        ):
+            owner = await self._redis.get(self._keys.event_key(idem))
+            owner_id = owner.decode() if isinstance(owner, bytes) else owner
+            if owner_id is not None and owner_id != event_id:
+                log.info("event.duplicate", event_id=event_id, idempotency_key=idem)
+                return []
+        variables: dict[str, Any] | None = None
+        runs: list[NewRun] = []
+        for candidate in candidates:
+            if candidate.program is not None:
+                if variables is None:
+                    variables = {"event": json.loads(event_json)}
+                if not matches(candidate.program, variables):
+                    continue
+            fn = candidate.function
+            runs.append(NewRun(
+                run_id=run_id_for(event_id, fn.id), function_id=fn.id, app_id=fn.app_id,
+                event_id=EventId(event_id), event_json=event_json,
+                max_attempts=fn.retries + 1, available_at_ms=0,
+            ))
+        return runs

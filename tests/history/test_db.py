@@ -1,0 +1,75 @@
+"""Opening and migrating the history database, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.errors import ConfigError
+from server.history.db import migrate, open_database
+from server.history.models import Base
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path}/plait.db"
+    return str(request.getfixturevalue("database_url"))
+
+
+@pytest.fixture
+async def engine(url: str) -> AsyncIterator[AsyncEngine]:
+    engine = await open_database(url)
+    yield engine
+    await engine.dispose()
+
+
+async def test_migrate_creates_every_table(engine: AsyncEngine) -> None:
+    await migrate(engine)
+    async with engine.connect() as conn:
+        tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+    assert {"apps", "functions", "events", "runs", "step_attempts", "alembic_version"} <= tables
+
+
+async def test_migrating_twice_is_a_no_op(engine: AsyncEngine) -> None:
+    await migrate(engine)
+    await migrate(engine)
+    async with engine.connect() as conn:
+        versions = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
+    assert [v for (v,) in versions] == ["0001"]
+
+
+async def test_the_migrations_match_the_models(engine: AsyncEngine) -> None:
+    await migrate(engine)
+
+    def diff(conn: Connection) -> list[object]:
+        return list(compare_metadata(MigrationContext.configure(conn), Base.metadata))
+
+    async with engine.connect() as conn:
+        assert await conn.run_sync(diff) == []
+
+
+async def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    engine = await open_database(f"sqlite+aiosqlite:///{tmp_path}/sub/dir/plait.db")
+    try:
+        async with engine.connect() as conn:
+            mode = (await conn.execute(text("PRAGMA journal_mode"))).scalar()
+            timeout = (await conn.execute(text("PRAGMA busy_timeout"))).scalar()
+    finally:
+        await engine.dispose()
+    assert mode == "wal"
+    assert timeout == 5000
+
+
+async def test_an_unknown_driver_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="mysql"):
+        await open_database("mysql+aiomysql://localhost/plait")
+    with pytest.raises(ConfigError, match="not a database URL"):
+        await open_database("plait.db")
