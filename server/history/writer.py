@@ -16,7 +16,7 @@ from typing import Any
 import redis.asyncio as aredis
 import structlog
 from redis.exceptions import RedisError, ResponseError
-from sqlalchemy import case, func
+from sqlalchemy import case, func, literal_column, or_
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -290,7 +290,12 @@ def _upserts(engine: AsyncEngine) -> tuple[Insert, Insert, Insert, Insert]:
     started = runs.on_conflict_do_update(
         index_elements=["id"],
         set_={
-            "status": case((RUNS.c.status.in_(_TERMINAL), RUNS.c.status), else_=x.status),
+            # Literal constants, not an IN list: expanding parameters cannot be executemany'd.
+            "status": case(
+                (or_(*(RUNS.c.status == literal_column(f"'{s}'") for s in _TERMINAL)),
+                 RUNS.c.status),
+                else_=x.status,
+            ),
             "started_at_ms": func.coalesce(RUNS.c.started_at_ms, x.started_at_ms),
         },
     )

@@ -1,0 +1,22 @@
+"""Plait's Python worker SDK: declare durable functions on an `App`, serve them with a `Worker`."""
+
+from plait._app import App
+from plait._context import Context
+from plait._errors import NonRetriableError, RetryAfterError, StepError
+from plait._step import Step, SyncStep
+from plait._triggers import TriggerCron, TriggerEvent
+from plait._version import __version__ as __version__
+from plait._worker import Worker
+
+__all__ = [
+    "App",
+    "Context",
+    "NonRetriableError",
+    "RetryAfterError",
+    "Step",
+    "StepError",
+    "SyncStep",
+    "TriggerCron",
+    "TriggerEvent",
+    "Worker",
+]

@@ -1,0 +1,108 @@
+"""An app: the functions one worker serves, declared with the `@app.function` decorator."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from plait._context import Context
+from plait._messages import FunctionSpec
+from plait._step import Step, SyncStep
+from plait._triggers import TriggerCron, TriggerEvent
+
+AsyncHandler = Callable[[Context, Step], Awaitable[Any]]
+SyncHandler = Callable[[Context, SyncStep], Any]
+F = TypeVar("F", bound=AsyncHandler | SyncHandler)
+
+# The server's rule for app and function ids.
+_ID = re.compile(r"[a-z0-9._-]{1,128}")
+_MAX_RETRIES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class _Function:
+    spec: FunctionSpec
+    handler: Callable[..., Any]
+    is_async: bool
+
+
+class App:
+    """A named group of functions, registered together by a `Worker`."""
+
+    def __init__(self, app_id: str) -> None:
+        _check_id("App app_id", app_id)
+        self.id = app_id
+        self._functions: dict[str, _Function] = {}
+
+    def function(
+        self,
+        function_id: str,
+        *,
+        trigger: TriggerEvent | TriggerCron | Sequence[TriggerEvent | TriggerCron],
+        name: str | None = None,
+        retries: int | None = None,
+    ) -> Callable[[F], F]:
+        """Declares a function: `async def f(ctx, step: Step)` or `def f(ctx, step: SyncStep)`.
+
+        `retries` counts retries per step after the first attempt (0..20); None leaves the
+        server's default. The decorated function is returned unchanged.
+        """
+        _check_id("function id", function_id)
+        if function_id in self._functions:
+            raise ValueError(f"function id {function_id!r} is declared twice in app {self.id!r}")
+        triggers = _triggers(function_id, trigger)
+        if retries is not None and (
+            isinstance(retries, bool)
+            or not isinstance(retries, int)
+            or not 0 <= retries <= _MAX_RETRIES
+        ):
+            raise ValueError(
+                f"function {function_id!r} retries has value {retries!r}. "
+                f"Expected an int from 0 to {_MAX_RETRIES}."
+            )
+        spec = FunctionSpec(function_id, name or function_id, triggers, retries)
+
+        def register(fn: F) -> F:
+            if not callable(fn):
+                raise TypeError(f"function {function_id!r} must decorate a callable, not {fn!r}")
+            self._functions[function_id] = _Function(spec, fn, inspect.iscoroutinefunction(fn))
+            return fn
+
+        return register
+
+    def _specs(self) -> tuple[FunctionSpec, ...]:
+        """The declared functions, in declaration order."""
+        return tuple(f.spec for f in self._functions.values())
+
+    def _lookup(self, function_slug: str, function_id: str) -> _Function | None:
+        found = self._functions.get(function_slug)
+        if found is None and function_id.startswith(f"{self.id}-"):
+            # Global ids are "{app_id}-{slug}"; used when a server leaves the slug out.
+            found = self._functions.get(function_id.removeprefix(f"{self.id}-"))
+        return found
+
+
+def _check_id(field: str, value: object) -> None:
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        raise ValueError(
+            f"{field} has value {value!r}. Use 1 to 128 lowercase letters, digits, "
+            '"-", "_" and ".".'
+        )
+
+
+def _triggers(
+    function_id: str, trigger: TriggerEvent | TriggerCron | Sequence[TriggerEvent | TriggerCron]
+) -> tuple[TriggerEvent | TriggerCron, ...]:
+    triggers = (trigger,) if isinstance(trigger, TriggerEvent | TriggerCron) else tuple(trigger)
+    if not triggers:
+        raise ValueError(f"function {function_id!r} trigger is empty. Give at least one trigger.")
+    for t in triggers:
+        if not isinstance(t, TriggerEvent | TriggerCron):
+            raise TypeError(
+                f"function {function_id!r} trigger has value {t!r}. "
+                "Expected TriggerEvent or TriggerCron."
+            )
+    return triggers

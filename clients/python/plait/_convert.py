@@ -1,0 +1,151 @@
+"""The one place protobuf meets the SDK: worker-stream messages to and from dataclasses."""
+
+from __future__ import annotations
+
+from plait_proto.v1 import event_pb2, function_pb2, queue_pb2
+
+from plait._messages import (
+    Cancel,
+    Drain,
+    ErrorInfo,
+    FunctionSpec,
+    Heartbeat,
+    Incoming,
+    Job,
+    JobResult,
+    Jobs,
+    Opcode,
+    Outgoing,
+    Register,
+    Registered,
+    Results,
+    RunCompleted,
+    RunFailed,
+    Sleep,
+    StepCompleted,
+    StepFailed,
+)
+from plait._triggers import TriggerEvent
+
+
+def request_to_pb(msg: Outgoing) -> queue_pb2.ConnectRequest:
+    match msg:
+        case Results():
+            results = [_result_to_pb(r) for r in msg.results]
+            return queue_pb2.ConnectRequest(results=queue_pb2.JobResults(results=results))
+        case Heartbeat():
+            return queue_pb2.ConnectRequest(heartbeat=queue_pb2.Heartbeat())
+        case Drain():
+            return queue_pb2.ConnectRequest(drain=queue_pb2.Drain())
+        case Register():
+            return queue_pb2.ConnectRequest(register=register_to_pb(msg))
+
+
+def register_to_pb(msg: Register) -> queue_pb2.Register:
+    return queue_pb2.Register(
+        app_id=msg.app_id,
+        functions=[function_to_pb(f) for f in msg.functions],
+        language=msg.language,
+        sdk_name=msg.sdk_name,
+        sdk_version=msg.sdk_version,
+        max_concurrent_jobs=msg.max_concurrent_jobs,
+        instance_id=msg.instance_id,
+    )
+
+
+def function_to_pb(spec: FunctionSpec) -> function_pb2.FunctionDefinition:
+    triggers = [
+        function_pb2.Trigger(
+            event=function_pb2.EventTrigger(event=t.event, expression=t.expression)
+        )
+        if isinstance(t, TriggerEvent)
+        else function_pb2.Trigger(cron=function_pb2.CronTrigger(cron=t.cron))
+        for t in spec.triggers
+    ]
+    definition = function_pb2.FunctionDefinition(id=spec.id, name=spec.name, triggers=triggers)
+    if spec.retries is not None:
+        # `retries` is proto3-optional: left unset, the server applies its default.
+        definition.retries = spec.retries
+    return definition
+
+
+def response_from_pb(msg: queue_pb2.ConnectResponse) -> Incoming | None:
+    """The message as a dataclass; None for a kind this SDK does not know (a newer server)."""
+    kind = msg.WhichOneof("message")
+    if kind == "jobs":
+        return Jobs(tuple(job_from_pb(j) for j in msg.jobs.jobs))
+    if kind == "cancel":
+        return Cancel(tuple(msg.cancel.job_ids))
+    if kind == "drain":
+        return Drain()
+    if kind == "registered":
+        r = msg.registered
+        ids = tuple(r.function_ids)
+        return Registered(r.connection_id, r.lease_ms, r.heartbeat_interval_ms, ids)
+    return None
+
+
+def job_from_pb(job: queue_pb2.Job) -> Job:
+    event: event_pb2.Event = job.event
+    return Job(
+        job_id=job.job_id,
+        lease_id=job.lease_id,
+        run_id=job.run_id,
+        function_id=job.function_id,
+        function_slug=job.function_slug,
+        event_id=event.id,
+        event_name=event.name,
+        event_data_json=event.data_json,
+        event_ts_ms=event.ts_ms,
+        steps=dict(job.steps),
+        attempt=job.attempt,
+        max_attempts=job.max_attempts,
+        lease_expires_at_ms=job.lease_expires_at_ms,
+        traceparent=job.traceparent,
+        tracestate=job.tracestate,
+    )
+
+
+def _result_to_pb(result: JobResult) -> queue_pb2.JobResult:
+    return queue_pb2.JobResult(
+        job_id=result.job_id, lease_id=result.lease_id, opcodes=[_opcode_to_pb(result.opcode)]
+    )
+
+
+def _opcode_to_pb(op: Opcode) -> queue_pb2.Opcode:
+    match op:
+        case StepCompleted():
+            return queue_pb2.Opcode(
+                step_completed=queue_pb2.StepCompleted(
+                    step_id=op.step_id, name=op.name, output_json=op.output_json
+                )
+            )
+        case StepFailed():
+            return queue_pb2.Opcode(
+                step_failed=queue_pb2.StepFailed(
+                    step_id=op.step_id,
+                    name=op.name,
+                    error=_error_to_pb(op.error),
+                    non_retriable=op.non_retriable,
+                    retry_after_ms=op.retry_after_ms,
+                )
+            )
+        case Sleep():
+            return queue_pb2.Opcode(
+                sleep=queue_pb2.Sleep(step_id=op.step_id, name=op.name, until_ms=op.until_ms)
+            )
+        case RunCompleted():
+            completed = queue_pb2.RunCompleted(output_json=op.output_json)
+            return queue_pb2.Opcode(run_completed=completed)
+        case RunFailed():
+            return queue_pb2.Opcode(
+                run_failed=queue_pb2.RunFailed(
+                    error=_error_to_pb(op.error),
+                    non_retriable=op.non_retriable,
+                    retry_after_ms=op.retry_after_ms,
+                )
+            )
+
+
+def _error_to_pb(error: ErrorInfo) -> function_pb2.ErrorInfo:
+    return function_pb2.ErrorInfo(name=error.name, message=error.message, stack=error.stack)

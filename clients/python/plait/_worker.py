@@ -1,0 +1,214 @@
+"""The worker: connects to a Plait server, registers an app, serves jobs, reconnects on failure."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+
+import grpc
+
+from plait._app import App
+from plait._backoff import Backoff
+from plait._messages import Register, Registered
+from plait._session import WRITE_TIMEOUT_S, End, Session
+from plait._stream import Stream, open_channel
+from plait._version import __version__
+
+_LOG = logging.getLogger("plait.worker")
+REGISTER_TIMEOUT_S = 10.0
+_MAX_JOBS = 10_000
+# Retrying cannot fix these answers to a registration: they need a fix on our side.
+_FATAL_CODES = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
+
+
+class Worker:
+    """Serves an app's functions to a Plait server over one gRPC stream at a time."""
+
+    def __init__(
+        self,
+        app: App,
+        server: str = "127.0.0.1:50051",
+        *,
+        token: str | None = None,
+        max_concurrent_jobs: int = 100,
+        instance_id: str | None = None,
+        shutdown_grace_s: float = 10.0,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        """`token` is sent as "authorization: Bearer <token>"; `credentials` turns on TLS.
+
+        `max_concurrent_jobs` (1..10,000) is the credit the server may use; on stop, held jobs
+        get `shutdown_grace_s` seconds to finish before they are abandoned for redelivery.
+        """
+        if isinstance(max_concurrent_jobs, bool) or not isinstance(max_concurrent_jobs, int):
+            raise TypeError(f"Worker max_concurrent_jobs has value {max_concurrent_jobs!r}.")
+        if not 1 <= max_concurrent_jobs <= _MAX_JOBS:
+            raise ValueError(
+                f"Worker max_concurrent_jobs has value {max_concurrent_jobs}. "
+                f"Expected 1 to {_MAX_JOBS}."
+            )
+        if shutdown_grace_s < 0:
+            raise ValueError(
+                f"Worker shutdown_grace_s has value {shutdown_grace_s}. Expected 0 or more."
+            )
+        self._app = app
+        self._server = server
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._max_concurrent_jobs = max_concurrent_jobs
+        self._instance_id = instance_id or f"{socket.gethostname()}:{os.getpid()}"
+        self._grace_s = shutdown_grace_s
+        self._credentials = credentials
+        self._stop = asyncio.Event()
+        self._finished = asyncio.Event()
+        self._main: asyncio.Task[None] | None = None
+
+    def run(self) -> None:
+        """Serves until SIGINT or SIGTERM (a second one cuts the shutdown grace short)."""
+        with contextlib.suppress(asyncio.CancelledError):
+            asyncio.run(self._run_until_signal())
+
+    async def arun(self) -> None:
+        """Serves until `stop()` is called; raises only when the server refuses the app."""
+        if self._main is not None:
+            raise RuntimeError("Worker is already running")
+        self._main = asyncio.current_task()
+        self._finished = asyncio.Event()
+        channel = open_channel(self._server, self._credentials)
+        try:
+            await self._serve(channel)
+        finally:
+            await channel.close()
+            self._main = None
+            self._finished.set()
+            # Unbound to any loop, so the worker may run again; a stop() that came before
+            # this run started has been honoured by it.
+            self._stop = asyncio.Event()
+
+    async def stop(self) -> None:
+        """Drains: asks for no new jobs, finishes held ones within the grace, closes the stream."""
+        self._stop.set()
+        if self._main is not None and self._main is not asyncio.current_task():
+            await self._finished.wait()
+
+    async def _run_until_signal(self) -> None:
+        loop = asyncio.get_running_loop()
+        signals = (signal.SIGINT, signal.SIGTERM)
+        for sig in signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows, non-main thread
+                loop.add_signal_handler(sig, self._on_signal)
+        try:
+            await self.arun()
+        finally:
+            for sig in signals:
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+
+    def _on_signal(self) -> None:
+        if self._stop.is_set() and self._main is not None:
+            _LOG.warning("plait worker: second signal; stopping now")
+            self._main.cancel()
+            return
+        _LOG.info("plait worker: stopping; finishing held jobs (press Ctrl-C again to force)")
+        self._stop.set()
+
+    async def _serve(self, channel: grpc.aio.Channel) -> None:
+        backoff = Backoff()
+        while not self._stop.is_set():
+            try:
+                end = await self._session(channel, backoff)
+            except _RegistrationRejected:
+                raise
+            except Exception as exc:
+                delay_s = backoff.next_s()
+                _LOG.warning(
+                    "plait worker: stream to %s failed (%s); reconnecting in %.2fs",
+                    self._server,
+                    _describe(exc),
+                    delay_s,
+                )
+            else:
+                if end is End.STOPPED:
+                    return
+                if end is End.DRAINED:
+                    _LOG.info("plait worker: server drained the stream; reconnecting")
+                    continue
+                delay_s = backoff.next_s()
+                _LOG.warning(
+                    "plait worker: server %s closed the stream; reconnecting in %.2fs",
+                    self._server,
+                    delay_s,
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay_s)
+
+    async def _session(self, channel: grpc.aio.Channel, backoff: Backoff) -> End:
+        stream = Stream(channel, self._metadata)
+        try:
+            registered = await self._register(stream)
+            backoff.reset()
+            _LOG.info(
+                "plait worker: app %r registered with %s (connection %s, %d functions)",
+                self._app.id,
+                self._server,
+                registered.connection_id,
+                len(registered.function_ids),
+            )
+            session = Session(
+                self._app,
+                stream,
+                registered,
+                self._max_concurrent_jobs,
+                self._stop,
+                self._grace_s,
+            )
+            return await session.serve()
+        finally:
+            stream.cancel()
+
+    async def _register(self, stream: Stream) -> Registered:
+        register = Register(
+            app_id=self._app.id,
+            functions=self._app._specs(),
+            sdk_version=__version__,
+            max_concurrent_jobs=self._max_concurrent_jobs,
+            instance_id=self._instance_id,
+        )
+        try:
+            async with asyncio.timeout(WRITE_TIMEOUT_S):
+                await stream.send(register)
+            async with asyncio.timeout(REGISTER_TIMEOUT_S):
+                reply = await stream.receive()
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in _FATAL_CODES:
+                raise _RegistrationRejected(
+                    f"server {self._server} rejected app {self._app.id!r}: "
+                    f"{exc.code().name}: {exc.details()}"
+                ) from exc
+            raise
+        if not isinstance(reply, Registered):
+            what = "ended the stream" if reply is None else f"sent {type(reply).__name__}"
+            raise ConnectionError(f"server {self._server} {what} instead of registered")
+        return reply
+
+
+class _RegistrationRejected(RuntimeError):
+    """The server refused the registration for a reason reconnecting cannot fix."""
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(e) for e in exc.exceptions)
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

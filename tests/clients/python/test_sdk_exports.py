@@ -1,0 +1,23 @@
+"""The SDK's public surface is exactly this list; growing it is a decision, not an accident."""
+
+import plait
+
+
+def test_the_sdk_exports_exactly_its_public_names() -> None:
+    assert plait.__all__ == [
+        "App",
+        "Context",
+        "NonRetriableError",
+        "RetryAfterError",
+        "Step",
+        "StepError",
+        "SyncStep",
+        "TriggerCron",
+        "TriggerEvent",
+        "Worker",
+    ]
+
+
+def test_every_exported_name_belongs_to_the_plait_package() -> None:
+    for name in plait.__all__:
+        assert getattr(plait, name).__module__.startswith("plait."), name

@@ -1,0 +1,86 @@
+"""Fixtures of the end-to-end tests: a server per test over each backend, and workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from plait import App, Worker
+from plait_proto.v1 import management_pb2
+
+from server.app import Endpoints, PlaitServer
+from server.config import Settings
+from tests.e2e.harness import Client, eventually, settings_for
+
+BACKENDS = ["embedded", "production"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def settings(backend: str, tmp_path: Path, redis_url: str, database_url: str) -> Settings:
+    return settings_for(backend, tmp_path, redis_url, database_url)
+
+
+@dataclass
+class Running:
+    server: PlaitServer
+    endpoints: Endpoints
+    client: Client
+
+
+@contextlib.asynccontextmanager
+async def running_server(settings: Settings) -> AsyncIterator[Running]:
+    server = PlaitServer(settings)
+    endpoints = await server.start()
+    client = Client(endpoints.grpc_port)
+    try:
+        yield Running(server, endpoints, client)
+    finally:
+        await client.close()
+        await server.stop(grace_s=1)
+
+
+@pytest.fixture
+async def plait(settings: Settings) -> AsyncIterator[Running]:
+    async with running_server(settings) as running:
+        yield running
+
+
+async def registered(client: Client, function_ids: Iterable[str]) -> None:
+    wanted = set(function_ids)
+
+    async def listed() -> set[str]:
+        reply = await client.management.ListFunctions(management_pb2.ListFunctionsRequest())
+        return {f.id for f in reply.functions}
+
+    await eventually(listed, lambda ids: wanted <= ids, 20, f"registration of {wanted}")
+
+
+@contextlib.asynccontextmanager
+async def running_worker(app: App, client: Client, max_jobs: int = 20) -> AsyncIterator[Worker]:
+    worker = Worker(app, server=client.target, max_concurrent_jobs=max_jobs,
+                    shutdown_grace_s=1)
+    task = asyncio.create_task(worker.arun())
+    try:
+        await registered(client, [f"{app_id(app)}-{slug}" for slug in slugs(app)])
+        yield worker
+    finally:
+        await worker.stop()
+        async with asyncio.timeout(10):
+            await task
+
+
+def app_id(app: App) -> str:
+    return str(app.id)
+
+
+def slugs(app: App) -> list[str]:
+    return [spec.id for spec in app._specs()]  # noqa: SLF001 - test introspection
