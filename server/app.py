@@ -7,9 +7,9 @@ accepting, tell workers to drain, hand back held leases, stop the roles, close s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 import grpc
@@ -126,22 +126,51 @@ class PlaitServer:
             await self._tasks
 
     async def stop(self, grace_s: float = 5.0) -> None:
+        """Stops in order; each phase has a deadline so a stuck part cannot hang shutdown."""
         if self._driver is not None:
             await self._driver.drain()
         if self._grpc is not None:
-            await self._grpc.stop(grace_s)
+            await self._phase("grpc", self._grpc.stop(grace_s), grace_s + 2)
         if self._tasks is not None:
             self._http.should_exit = True
             self._tasks.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._tasks
+            await asyncio.wait({self._tasks}, timeout=1)
+            if not self._tasks.done() and self._redis is not None:
+                # A role blocked in a Redis read can miss its cancellation (seen with
+                # redis-py's blocking XREADGROUP); closing the sockets ends the read.
+                await self._redis.connection_pool.disconnect()
+            await self._phase("roles", asyncio.wait({self._tasks}), 10)
         if self._redis is not None:
-            await self._redis.aclose()
+            await self._phase("redis", self._redis.aclose(), 5)
         if self._engine is not None:
-            await self._engine.dispose()
+            await self._phase("database", self._engine.dispose(), 5)
         if self._embedded is not None:
-            await self._embedded.stop()
+            await self._phase("embedded-redis", self._embedded.stop(), 15)
         log.info("server.stopped")
+
+    @staticmethod
+    async def _phase(name: str, step: Awaitable[object], timeout_s: float) -> None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await step
+        except TimeoutError:
+            stuck = [_awaiting(t) for t in asyncio.all_tasks() if not t.done()]
+            log.error("server.stop_timeout", phase=name, timeout_s=timeout_s, tasks=stuck)
+
+
+def _awaiting(task: asyncio.Task[object]) -> str:
+    """The chain of awaits a task is stuck in, for the stop-timeout log."""
+    chain: list[str] = [f"{task.get_name()}(cancelling={task.cancelling()})"]
+    current: object = task.get_coro()
+    for _ in range(30):
+        frame = getattr(current, "cr_frame", None) or getattr(current, "ag_frame", None)
+        name = getattr(getattr(current, "cr_code", None), "co_name", type(current).__name__)
+        chain.append(f"{name}:{frame.f_lineno if frame else '?'}")
+        nxt = getattr(current, "cr_await", None) or getattr(current, "ag_await", None)
+        if nxt is None:
+            break
+        current = nxt
+    return " -> ".join(chain)
 
 
 async def serve(settings: Settings) -> None:

@@ -165,6 +165,11 @@ class HistoryWriter:
                 await self._apply(await self._read_new(_BLOCK_MS))
                 failures = 0
             except _TRANSIENT as e:
+                # A cancellation can surface as a client's timeout or connection error
+                # (redis-py and SQLAlchemy convert it mid-call): shutdown must still win.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from e
                 # What was read stays pending for this consumer; re-read it after the pause.
                 recover = True
                 failures += 1
