@@ -7,10 +7,10 @@ accepting, tell workers to drain, hand back held leases, stop the roles, close s
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import structlog
@@ -76,7 +76,7 @@ class PlaitServer:
         await migrate(self._engine)
 
         keys = Keys(s.queue_shards)
-        consumer = f"{socket.gethostname()}-{os.getpid()}"
+        consumer = s.instance_id or socket.gethostname()
         queue = Queue(self._redis, keys, s.lease_ms)
         state = StateStore(self._redis, keys, s)
         index = FunctionIndex()
@@ -116,14 +116,16 @@ class PlaitServer:
                  grpc_port=grpc_port)
         return self.endpoints
 
-    async def _run_roles(self, roles: list[object]) -> None:
+    async def _run_roles(self, roles: Sequence[Coroutine[Any, Any, None]]) -> None:
         async with asyncio.TaskGroup() as tg:
             for role in roles:
-                tg.create_task(role)  # type: ignore[arg-type]
+                tg.create_task(role)
 
     async def wait(self) -> None:
+        """Returns when a role fails; cancelling this wait leaves the roles to stop()."""
         if self._tasks is not None:
-            await self._tasks
+            await asyncio.wait({self._tasks})
+            self._tasks.result()
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stops in order; each phase has a deadline so a stuck part cannot hang shutdown."""

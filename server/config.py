@@ -33,6 +33,9 @@ class Settings:
     redis_url: str = ""
     database_url: str = ""
     queue_shards: int = 1
+    # Names this process in Redis consumer groups. Keep it stable across restarts (the default
+    # is the host name) so a restarted process picks up the stream entries it had in hand.
+    instance_id: str = ""
     lease_ms: int = 10_000
     heartbeat_interval_ms: int = 2_000
     default_retries: int = 3

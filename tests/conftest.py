@@ -16,15 +16,29 @@ import pytest
 import pytest_asyncio
 import redis as redis_sync
 
+# CI sets this so that a missing service fails the run instead of skipping its tests.
+REQUIRE_SERVICES = os.environ.get("PLAIT_TEST_REQUIRE_SERVICES", "") not in ("", "0")
 PG_ADMIN_DSN = os.environ.get("PLAIT_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_HOST = os.environ.get("PLAIT_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("PLAIT_TEST_REDIS_PORT", "6379"))
+
+
+def _unavailable(what: str, error: Exception) -> None:
+    """Production-backend tests skip on a machine without the services, unless CI requires them."""
+    message = f"{what} is not reachable ({error}); start it to run the production-mode tests"
+    if REQUIRE_SERVICES:
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
 def redis_db() -> Iterator[int]:
     """A Redis database number (1..15) owned by this test session."""
     admin = redis_sync.Redis(host=REDIS_HOST, port=REDIS_PORT, db=0)
+    try:
+        admin.ping()
+    except redis_sync.ConnectionError as e:
+        _unavailable(f"Redis at {REDIS_HOST}:{REDIS_PORT}", e)
     token = f"{os.getpid()}-{secrets.token_hex(4)}"
     for n in range(1, 16):
         if admin.set(f"plait-test-db-lock:{n}", token, nx=True, ex=3600):
@@ -50,7 +64,10 @@ def redis_url(redis_db: int) -> str:
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def _pg_database() -> AsyncIterator[str]:
     name = f"plait_test_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+    except (OSError, asyncpg.PostgresError) as e:
+        _unavailable(f"PostgreSQL at {PG_ADMIN_DSN}", e)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:

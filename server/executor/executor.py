@@ -16,6 +16,7 @@ from server.keys import ShardKeys
 from server.queue import Queue
 from server.queue.queue import HeldLease
 from server.state import Applied, Outcome, StateStore
+from server.tasks import raise_if_cancelling
 from server.types import FunctionId, Job, Opcode, RunId, RunStatus
 
 log = structlog.get_logger(__name__)
@@ -56,6 +57,7 @@ class Executor:
     async def _lease_loop(self, shard: ShardKeys) -> None:
         wakeup = self._wakeups[shard.shard]
         while True:
+            raise_if_cancelling()
             wakeup.clear()
             wait_s = IDLE_POLL_S
             for driver in self._drivers:
@@ -85,6 +87,7 @@ class Executor:
 
     async def _scavenge_loop(self) -> None:
         while True:
+            raise_if_cancelling()
             await asyncio.sleep(SCAVENGE_INTERVAL_S)
             for shard in self._queue.keys.all_shards():
                 requeued = await self._queue.requeue_expired(shard, _now_ms())

@@ -30,19 +30,20 @@ from server.history.records import (
     decode,
 )
 from server.keys import Keys, ShardKeys
+from server.tasks import raise_if_cancelling
 from server.types import RunStatus
 
 GROUP = "history"
 _BATCH = 1000
 _BLOCK_MS = 100
 # A consumer that has not touched its pending entries for this long is taken for dead.
-_CLAIM_IDLE_MS = 30_000
-_CLAIM_EVERY_S = 10.0
+_CLAIM_IDLE_MS = 10_000
+_CLAIM_EVERY_S = 5.0
 _RETRY_FIRST_S = 0.5
 _RETRY_MAX_S = 30.0
-_REDIS_TIMEOUT_S = 10.0
+_REDIS_TIMEOUT_S = 5.0
 # Below _CLAIM_IDLE_MS, so a stuck transaction gives up before another consumer takes over.
-_SQL_TIMEOUT_S = 20.0
+_SQL_TIMEOUT_S = 8.0
 _TERMINAL = [s.value for s in RunStatus if s.terminal]
 # Failures that pass: the entries stay pending and are re-read once the service is back.
 _TRANSIENT = (SQLAlchemyError, RedisError, OSError, TimeoutError)
@@ -157,6 +158,7 @@ class HistoryWriter:
         last_claim = time.monotonic()
         failures = 0
         while True:
+            raise_if_cancelling()
             try:
                 if recover or time.monotonic() - last_claim > _CLAIM_EVERY_S:
                     await self._recover()

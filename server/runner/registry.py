@@ -15,6 +15,7 @@ from server.history import store
 from server.keys import Keys
 from server.runner.expressions import compile_expression, validate_cron
 from server.runner.index import FunctionIndex
+from server.tasks import raise_if_cancelling
 from server.types import AppRegistration, CronTrigger, EventTrigger
 
 log = structlog.get_logger(__name__)
@@ -76,6 +77,7 @@ class Registry:
     async def watch(self, interval_s: float = 1.0) -> None:
         """Reloads the index when another process registered functions."""
         while True:
+            raise_if_cancelling()
             await asyncio.sleep(interval_s)
             raw = await self._redis.get(self._keys.functions_version)
             if int(raw or 0) != self._version:

@@ -21,12 +21,16 @@ from server.keys import Keys
 from server.queue import NewRun, Queue
 from server.runner.expressions import matches
 from server.runner.index import FunctionIndex
+from server.tasks import raise_if_cancelling
 from server.types import EventId, RunId
 
 log = structlog.get_logger(__name__)
 
 GROUP = "runner"
 EVENT_KEY_TTL_S = 24 * 3600
+# Entries another runner read and did not acknowledge for this long are taken over; starting
+# a run twice is harmless (run creation is idempotent), so this can be short.
+CLAIM_IDLE_MS = 5_000
 
 
 def run_id_for(event_id: str, function_id: str) -> RunId:
@@ -60,18 +64,20 @@ class Runner:
         # Entries this consumer read but did not finish before a crash come first.
         await self._drain("0")
         while True:
+            raise_if_cancelling()
             await self._claim_abandoned()
             await self._drain(">", block_ms=200)
 
     async def _claim_abandoned(self) -> None:
         reply: Any = await self._redis.xautoclaim(
-            self._keys.events, GROUP, self._consumer, min_idle_time=30_000, count=500)
+            self._keys.events, GROUP, self._consumer, min_idle_time=CLAIM_IDLE_MS, count=500)
         claimed = reply[1]
         if claimed:
             await self.process(claimed)
 
     async def _drain(self, start: str, block_ms: int | None = None) -> None:
         while True:
+            raise_if_cancelling()
             reply: Any = await self._redis.xreadgroup(
                 GROUP, self._consumer, {self._keys.events: start}, count=1000, block=block_ms)
             entries = reply[0][1] if reply else []

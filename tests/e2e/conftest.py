@@ -25,8 +25,11 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def settings(backend: str, tmp_path: Path, redis_url: str, database_url: str) -> Settings:
-    return settings_for(backend, tmp_path, redis_url, database_url)
+def settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    if backend == "embedded":
+        return settings_for(backend, tmp_path)
+    return settings_for(backend, tmp_path, request.getfixturevalue("redis_url"),
+                        request.getfixturevalue("database_url"))
 
 
 @dataclass
@@ -83,4 +86,4 @@ def app_id(app: App) -> str:
 
 
 def slugs(app: App) -> list[str]:
-    return [spec.id for spec in app._specs()]  # noqa: SLF001 - test introspection
+    return [spec.id for spec in app._specs()]

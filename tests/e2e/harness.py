@@ -38,7 +38,8 @@ async def eventually(
     value = await probe()
     while not done(value):
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last: {value!r}")
+            raise AssertionError(
+                f"timed out after {timeout_s}s waiting for {what}; last: {value!r}")
         await asyncio.sleep(0.02)
         value = await probe()
     return value

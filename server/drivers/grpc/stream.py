@@ -204,17 +204,18 @@ class GrpcDriver(queue_pb2_grpc.QueueServiceServicer):
             if job is None or job.lease_id != result.lease_id:
                 log.info("result.stale", connection_id=conn.id, job_id=result.job_id)
                 continue
-            del conn.held[result.job_id]
             items.append((job, result.opcodes[0]))
         if not items:
             return
+        # The slots stay taken until the results are committed: the worker's credit bounds
+        # the jobs whose outcome is not yet durable, so a crash repeats at most that many.
         applied = await self._executor.commit(items, relock=not conn.draining)
         follow_ups = []
-        for outcome in applied:
+        for (job, _), outcome in zip(items, applied, strict=True):
+            conn.held.pop(job.job_id, None)
             if outcome.outcome is Outcome.CONTINUED and outcome.next_job is not None:
-                job = outcome.next_job
-                conn.held[job.job_id] = job
-                follow_ups.append(self._job_pb(conn, job))
+                conn.held[outcome.next_job.job_id] = outcome.next_job
+                follow_ups.append(self._job_pb(conn, outcome.next_job))
         if follow_ups:
             conn.outbox.put_nowait(queue_pb2.ConnectResponse(jobs=queue_pb2.Jobs(jobs=follow_ups)))
         if len(follow_ups) < len(items):

@@ -1,0 +1,41 @@
+# Developer entry points. `make dev` and `make test` need only python3 (3.11+) with pip and venv.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Rewritten only when a pyproject changes, so `make install` is instant when nothing did.
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: dev install test lint gen gen-check bench
+
+dev: install
+	$(BIN)/plait dev $(ARGS)
+
+install: $(STAMP)
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "make: Plait needs Python 3.11 or newer as $(PYTHON) (try PYTHON=python3.11)" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml clients/python/pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --disable-pip-version-check -e '.[dev]' -e clients/python
+	@touch $@
+
+test: install
+	$(BIN)/pytest -q $(ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy server clients/python/plait
+
+gen: install
+	$(BIN)/python scripts/generate.py
+
+gen-check: install
+	$(BIN)/python scripts/generate.py --check
+	$(BIN)/buf lint proto
+
+bench: install
+	$(BIN)/python bench/run.py $(ARGS)

@@ -1,0 +1,75 @@
+"""Logging: structlog renders every record, ours and the stdlib's, as console lines or JSON.
+
+Event names are constants (`"lease.expired"`), data goes in fields; run_id / trace_id bound
+with structlog.contextvars appear on every record logged inside that context.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from server.errors import ConfigError
+
+__all__ = ["LEVELS", "configure_logging"]
+
+LEVELS = ("debug", "info", "warning", "error", "critical")
+
+# Loggers whose INFO lines are noise at every start (alembic lists each plugin it loads).
+_QUIET = ("alembic.runtime.plugins",)
+
+
+def configure_logging(fmt: str, level: str) -> None:
+    """Routes structlog and stdlib logging to stderr, as "console" lines or "json" objects."""
+    if fmt not in ("console", "json"):
+        raise ConfigError(f"--log-format has value {fmt!r}: use console or json")
+    if level.lower() not in LEVELS:
+        raise ConfigError(f"--log-level has value {level!r}: use one of {', '.join(LEVELS)}")
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+    ]
+    renderer: Processor
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer()
+        # Locals would copy event payloads and secrets into production logs.
+        tracebacks = structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        shared.append(structlog.processors.ExceptionRenderer(tracebacks))
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    structlog.configure(
+        processors=[
+            # Drops a record below the level before any other processor spends time on it.
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            # A stdlib record's `extra={...}` becomes fields, like our own bound data.
+            foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(), _drop_color_message],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level.upper())
+    for name in _QUIET:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+
+
+def _drop_color_message(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
+    # uvicorn repeats each message with ANSI colours in this extra field.
+    event.pop("color_message", None)
+    return event
