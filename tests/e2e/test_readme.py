@@ -32,7 +32,7 @@ async def test_the_readme_worker_example_runs_as_written(plait: Running) -> None
     body, last = source.rstrip().rsplit("\n", 1)
     assert last == 'Worker(app, server="127.0.0.1:50051").run()'
     scope: dict[str, Any] = {}
-    exec(compile(body, "README.md", "exec"), scope)  # noqa: S102 - the README's own code
+    exec(compile(body, "README.md", "exec"), scope)
     app: App = scope["app"]
 
     async with running_worker(app, plait.client):
@@ -46,12 +46,16 @@ async def test_the_readme_worker_example_runs_as_written(plait: Running) -> None
     assert json.loads(run.output_json) == {"status": "shipped A1"}
 
 
-async def test_plait_dev_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    http_port, grpc_port = free_port(), free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "dev", "--data-dir", str(tmp_path / ".plait"),
+def _plait_dev(data_dir: Path, http_port: int, grpc_port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "dev", "--data-dir", str(data_dir),
          "--http-port", str(http_port), "--grpc-port", str(grpc_port)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def test_plait_dev_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    http_port, grpc_port = free_port(), free_port()
+    proc = _plait_dev(tmp_path / ".plait", http_port, grpc_port)
     try:
         await wait_for_port(http_port)
         async with httpx.AsyncClient() as http:
