@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.typing import EncodableT
 from sqlalchemy.ext.asyncio import AsyncEngine
 from ulid import ULID
 
@@ -19,6 +20,7 @@ from server.config import Settings
 from server.errors import InvalidArgument
 from server.history import store
 from server.keys import Keys
+from server.luascript import load_script
 from server.types import Event, EventId
 
 MAX_NAME_BYTES = 256
@@ -74,6 +76,7 @@ class EventIngest:
         self._redis = redis
         self._keys = keys
         self._settings = settings
+        self._append = load_script(redis, "server.events", "append_events")
 
     async def accept(self, inputs: Sequence[EventInput]) -> list[EventId]:
         """Stores the events and queues them for the runners; returns ids in input order."""
@@ -92,11 +95,8 @@ class EventIngest:
             for item, data in zip(inputs, datas, strict=True)
         ]
         await store.insert_events(self._engine, events, now_ms)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for event in events:
-                pipe.xadd(self._keys.events, {
-                    "id": event.id, "name": event.name, "e": event_json(event),
-                    "idem": event.idempotency_key,
-                })
-            await pipe.execute()
+        args: list[EncodableT] = []
+        for event in events:
+            args += [event.id, event.name, event_json(event), event.idempotency_key]
+        await self._append(keys=[self._keys.events], args=args)
         return [e.id for e in events]

@@ -68,7 +68,7 @@ class Queue:
         self._redis = redis
         self._keys = keys
         self.lease_ms = lease_ms
-        self._enqueue = load_script(redis, _PKG, "enqueue_run")
+        self._enqueue = load_script(redis, _PKG, "enqueue_runs")
         self._lease = load_script(redis, _PKG, "lease")
         self._extend = load_script(redis, _PKG, "extend")
         self._release = load_script(redis, _PKG, "release")
@@ -79,21 +79,25 @@ class Queue:
         return self._keys
 
     async def enqueue_runs(self, runs: Sequence[NewRun], now_ms: int) -> list[bool]:
-        """Creates runs with their first job, pipelined; False where the run existed."""
+        """Creates runs with their first job, one script call per shard; False where the run
+        existed. The result is in the order of `runs`."""
         if not runs:
             return []
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for run in runs:
-                sk = self._keys.for_run(run.run_id)
-                await self._enqueue(
-                    keys=[sk.run(run.run_id), sk.job(run.run_id), sk.ready(run.function_id),
-                          sk.history],
-                    args=[run.run_id, run.function_id, run.app_id, run.event_json, run.event_id,
-                          run.max_attempts, now_ms, run.available_at_ms, run.run_id],
-                    client=pipe,
-                )
-            replies = await pipe.execute()
-        return [int(r) == 1 for r in replies]
+        by_shard: dict[int, list[int]] = {}
+        for i, run in enumerate(runs):
+            by_shard.setdefault(self._keys.for_run(run.run_id).shard, []).append(i)
+        created = [False] * len(runs)
+        for n, indexes in by_shard.items():
+            sk = self._keys.shard(n)
+            args: list[EncodableT] = [sk.tag, now_ms]
+            for i in indexes:
+                run = runs[i]
+                args += [run.run_id, run.function_id, run.app_id, run.event_json, run.event_id,
+                         run.max_attempts, run.available_at_ms, run.run_id]
+            reply = await self._enqueue(keys=[sk.history], args=args)
+            for i, flag in zip(indexes, reply, strict=True):
+                created[i] = int(flag) == 1
+        return created
 
     async def lease(
         self, shard: ShardKeys, caps: Sequence[tuple[FunctionId, int]], total: int, now_ms: int

@@ -1,0 +1,29 @@
+-- Create runs with their first jobs, skipping runs that already exist (idempotent: the runner
+-- may see an event twice after a crash, and run ids are derived from event and function).
+-- Many runs in one call, all in this shard.
+-- KEYS[1] history stream of the shard
+-- ARGV[1] shard key tag  ARGV[2] now_ms
+-- ARGV[3..] groups of eight per run: run_id, function_id, app_id, event_json, event_id,
+-- max_attempts, available_at_ms, job_id
+-- Returns a list with 1 for each run created and 0 for each that already existed.
+local history = KEYS[1]
+local tag, now = ARGV[1], ARGV[2]
+local created = {}
+for i = 3, #ARGV, 8 do
+  local run_id, fn, app = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local run = tag .. ':run:' .. run_id
+  if redis.call('EXISTS', run) == 1 then
+    created[#created + 1] = 0
+  else
+    local job_id = ARGV[i + 7]
+    redis.call('HSET', run, 'fn', fn, 'app', app, 'event', ARGV[i + 3], 'status', 'queued',
+      'created', now, 'max', ARGV[i + 5])
+    redis.call('HSET', tag .. ':job:' .. job_id, 'run', run_id, 'fn', fn, 'attempt', 0,
+      'lease', '')
+    redis.call('ZADD', tag .. ':ready:' .. fn, ARGV[i + 6], job_id)
+    redis.call('XADD', history, '*', 'k', 'run', 'run', run_id, 'fn', fn, 'app', app,
+      'event', ARGV[i + 4], 'ts', now)
+    created[#created + 1] = 1
+  end
+end
+return created
