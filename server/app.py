@@ -71,7 +71,9 @@ class PlaitServer:
             redis_url = await self._embedded.start()
         if s.mode is Mode.DEV:
             s.data_dir.mkdir(parents=True, exist_ok=True)
-        self._redis = Redis.from_url(redis_url)
+        # No per-reply socket timeout: redis-py would build a timeout context for every reply of
+        # a pipeline. The hot-path calls carry one deadline per batch instead (REDIS_CALL_S).
+        self._redis = Redis.from_url(redis_url, socket_timeout=None, socket_connect_timeout=5)
         self._engine = await open_database(s.effective_database_url)
         await migrate(self._engine)
 

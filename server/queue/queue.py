@@ -7,6 +7,7 @@ decrement that a crash could lose.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,6 +19,8 @@ from server.luascript import load_script
 from server.types import AppId, EventId, FunctionId, Job, JobId, LeaseId, RunId
 
 _PKG = "server.queue"
+# Deadline of one Redis call on the step path (the client has no per-reply socket timeout).
+REDIS_CALL_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +114,8 @@ class Queue:
         keys = [shard.leased, shard.lease_seq, shard.history] + [shard.ready(f) for f, _ in caps]
         args: list[EncodableT] = [now_ms, self.lease_ms, total, shard.tag]
         args += [c for _, c in caps]
-        reply = await self._lease(keys=keys, args=args)
+        async with asyncio.timeout(REDIS_CALL_S):
+            reply = await self._lease(keys=keys, args=args)
         items, next_due = reply
         return [job_from_reply(item) for item in items], int(next_due)
 

@@ -8,6 +8,7 @@ one pipelined round trip.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections.abc import Sequence
@@ -38,6 +39,8 @@ from server.types import (
 )
 
 _PKG = "server.state"
+# Deadline of one batched Redis call on the step path.
+REDIS_CALL_S = 10.0
 FUNCTION_STEP_ID = "$function"
 
 
@@ -100,7 +103,7 @@ class StateStore:
         if not results:
             return []
         relock_expires = now_ms + self._settings.lease_ms if relock else 0
-        async with self._redis.pipeline(transaction=False) as pipe:
+        async with asyncio.timeout(REDIS_CALL_S), self._redis.pipeline(transaction=False) as pipe:
             for job, op in results:
                 name, args = self._script_args(job, op, now_ms)
                 sk = self._keys.for_run(job.run_id)

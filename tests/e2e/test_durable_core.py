@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from plait import App, Context, NonRetriableError, Step, TriggerEvent
-from plait_proto.v1 import run_pb2
+from plait_proto.v1 import event_pb2, management_pb2, run_pb2
 
 from tests.e2e.conftest import Running, running_worker
 from tests.e2e.harness import eventually
@@ -147,8 +148,58 @@ async def test_event_ids_come_back_in_order_and_events_are_stored(plait: Running
     started = time.monotonic()
     for event_id in (ids[0], ids[-1]):
         reply = await plait.client.management.GetEvent(
-            __import__("plait_proto.v1.management_pb2", fromlist=["x"]).GetEventRequest(
-                event_id=event_id))
+            management_pb2.GetEventRequest(event_id=event_id))
         assert reply.event.name == "core/many"
     assert time.monotonic() - started < 60
     await asyncio.sleep(0)
+
+
+async def test_a_cancelled_sleeping_run_never_resumes(plait: Running) -> None:
+    app = App("core")
+    woke: list[str] = []
+
+    @app.function("long-nap", trigger=TriggerEvent("core/nap"))
+    async def long_nap(ctx: Context, step: Step) -> None:
+        await step.sleep("nap", 60)
+        woke.append(ctx.run_id)
+
+    async with running_worker(app, plait.client):
+        event_id = await plait.client.send("core/nap")
+        (run,) = await eventually(
+            lambda: plait.client.runs_of_event(event_id),
+            lambda rs: len(rs) == 1 and rs[0].status == run_pb2.RUN_STATUS_RUNNING,
+            what="the nap to start")
+        await eventually(lambda: plait.client.run(run.id), lambda r: len(r.steps) == 1,
+                         what="the sleep to be recorded")
+        reply = await plait.client.management.CancelRun(
+            management_pb2.CancelRunRequest(run_id=run.id))
+        assert reply.status == run_pb2.RUN_STATUS_CANCELLED
+        cancelled = await plait.client.finished_run_of(event_id)
+    assert cancelled.status == run_pb2.RUN_STATUS_CANCELLED
+    assert woke == []
+
+
+async def test_bulk_events_stream_in_and_start_runs(plait: Running) -> None:
+    app = App("core")
+    seen: list[int] = []
+
+    @app.function("count", trigger=TriggerEvent("core/bulk"))
+    async def count(ctx: Context, step: Step) -> None:
+        seen.append(ctx.event.data["i"])
+
+    async def messages() -> AsyncIterator[event_pb2.StreamEventsRequest]:
+        for chunk in range(3):
+            yield event_pb2.StreamEventsRequest(events=[
+                event_pb2.EventInput(name="core/bulk",
+                                     data_json=json.dumps({"i": chunk * 10 + i}).encode())
+                for i in range(10)])
+
+    async with running_worker(app, plait.client):
+        reply = await plait.client.events.StreamEvents(messages())
+        assert len(reply.ids) == 30
+        await eventually(lambda: _count_ints(seen), lambda n: n == 30, what="30 runs")
+    assert sorted(seen) == list(range(30))
+
+
+async def _count_ints(seen: list[int]) -> int:
+    return len(seen)
