@@ -18,6 +18,7 @@ from plait_proto.v1 import event_pb2_grpc, management_pb2_grpc, queue_pb2_grpc, 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from server.api.auth import TokenInterceptor
 from server.api.http import bind, build_app, http_server
 from server.api.management import ManagementServicer
 from server.api.state_service import StateServicer
@@ -94,7 +95,11 @@ class PlaitServer:
 
         options = [("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
                    ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES)]
-        self._grpc = grpc.aio.server(options=options)
+        interceptors = [TokenInterceptor(s.grpc_token_list)] if s.grpc_token_list else []
+        if s.mode is Mode.PRODUCTION and not interceptors:
+            log.warning("grpc.unauthenticated",
+                        hint="set --grpc-tokens (PLAIT_GRPC_TOKENS) so gRPC calls need a token")
+        self._grpc = grpc.aio.server(options=options, interceptors=interceptors)
         event_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(ingest), self._grpc)
         queue_pb2_grpc.add_QueueServiceServicer_to_server(driver, self._grpc)
         state_pb2_grpc.add_StateServiceServicer_to_server(StateServicer(state), self._grpc)

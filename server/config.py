@@ -47,8 +47,14 @@ class Settings:
     max_step_output_bytes: int = 4 * 1024 * 1024
     # How long a finished run's state stays in Redis (history keeps it for good).
     finished_run_ttl_s: int = 24 * 3600
+    # Comma-separated bearer tokens; when set, every gRPC call must carry one.
+    grpc_tokens: str = ""
     log_format: str = "console"
     log_level: str = "info"
+
+    @property
+    def grpc_token_list(self) -> list[str]:
+        return [t.strip() for t in self.grpc_tokens.split(",") if t.strip()]
 
     @property
     def effective_redis_url(self) -> str:
