@@ -21,6 +21,7 @@ from plait_proto.v1 import (
 
 from server.config import Settings
 from tests.e2e.conftest import running_server
+from tests.e2e.harness import eventually
 
 
 async def test_grpc_calls_need_a_valid_token_when_tokens_are_set(settings: Settings) -> None:
@@ -61,18 +62,17 @@ async def test_grpc_calls_need_a_valid_token_when_tokens_are_set(settings: Setti
                     management_pb2.ListFunctionsRequest(), metadata=good)
                 return any(fn.id == "authed-f" for fn in reply.functions)
 
-            async with asyncio.timeout(20):
-                while not await listed():
-                    await asyncio.sleep(0.02)
+            await eventually(listed, bool, 20, "registration")
             reply = await events.SendEvents(event_pb2.SendEventsRequest(
                 events=[event_pb2.EventInput(name="authed/go")]), metadata=good)
-            async with asyncio.timeout(20):
-                while True:
-                    got = await plait.client.management.GetEvent(
-                        management_pb2.GetEventRequest(event_id=reply.ids[0]), metadata=good)
-                    if got.runs and got.runs[0].status == run_pb2.RUN_STATUS_COMPLETED:
-                        break
-                    await asyncio.sleep(0.02)
+            async def event() -> management_pb2.GetEventResponse:
+                return await plait.client.management.GetEvent(
+                    management_pb2.GetEventRequest(event_id=reply.ids[0]), metadata=good)
+
+            got = await eventually(
+                event,
+                lambda e: bool(e.runs) and e.runs[0].status == run_pb2.RUN_STATUS_COMPLETED,
+                20, "the run")
             assert json.loads(got.runs[0].output_json) == "ok"
         finally:
             await worker.stop()
