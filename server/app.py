@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.api.auth import TokenInterceptor
-from server.api.http import bind, build_app, http_server
+from server.api.http import HttpServer, bind, build_app, http_server
 from server.api.management import ManagementServicer
 from server.api.state_service import StateServicer
 from server.config import Mode, Settings
@@ -60,6 +60,7 @@ class PlaitServer:
         self._driver: GrpcDriver | None = None
         self._tasks: asyncio.Task[None] | None = None
         self._http_socket: socket.socket | None = None
+        self._http: HttpServer | None = None
         self.endpoints: Endpoints | None = None
 
     async def start(self) -> Endpoints:
@@ -90,7 +91,7 @@ class PlaitServer:
         executor.add_driver(driver)
         self._driver = driver
         ingest = EventIngest(self._engine, self._redis, keys, s)
-        runner = Runner(self._redis, keys, queue, index, consumer, executor.wake)
+        runner = Runner(self._redis, keys, queue, registry, consumer, executor.wake)
         history = HistoryWriter(self._redis, self._engine, keys, consumer)
 
         options = [("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
@@ -100,27 +101,40 @@ class PlaitServer:
             log.warning("grpc.unauthenticated",
                         hint="set --grpc-tokens (PLAIT_GRPC_TOKENS) so gRPC calls need a token")
         self._grpc = grpc.aio.server(options=options, interceptors=interceptors)
-        event_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(ingest), self._grpc)
-        queue_pb2_grpc.add_QueueServiceServicer_to_server(driver, self._grpc)
-        state_pb2_grpc.add_StateServiceServicer_to_server(StateServicer(state), self._grpc)
-        management_pb2_grpc.add_ManagementServiceServicer_to_server(
-            ManagementServicer(self._engine, executor.cancel_run), self._grpc)
-        grpc_port = self._grpc.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
-        if grpc_port == 0:
-            raise OSError(f"cannot bind gRPC to {s.grpc_host}:{s.grpc_port}")
-        await self._grpc.start()
+        wanted = s.role_set
+        if "api" in wanted:
+            event_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(ingest), self._grpc)
+            state_pb2_grpc.add_StateServiceServicer_to_server(StateServicer(state), self._grpc)
+            management_pb2_grpc.add_ManagementServiceServicer_to_server(
+                ManagementServicer(self._engine, executor.cancel_run), self._grpc)
+        if "executor" in wanted:
+            queue_pb2_grpc.add_QueueServiceServicer_to_server(driver, self._grpc)
+        grpc_port = 0
+        if wanted & {"api", "executor"}:
+            grpc_port = self._grpc.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
+            if grpc_port == 0:
+                raise OSError(f"cannot bind gRPC to {s.grpc_host}:{s.grpc_port}")
+            await self._grpc.start()
 
-        self._http_socket = bind(s.http_host, s.http_port)
-        http = http_server(build_app(ingest, s))
-        roles = [runner.run(), executor.run(), history.run(), registry.watch(),
-                 http.serve(sockets=[self._http_socket])]
-        self._http = http
+        roles: list[Coroutine[Any, Any, None]] = []
+        http_port = 0
+        if "api" in wanted:
+            self._http_socket = bind(s.http_host, s.http_port)
+            http_port = self._http_socket.getsockname()[1]
+            self._http = http_server(build_app(ingest, s))
+            roles.append(self._http.serve(sockets=[self._http_socket]))
+        if "runner" in wanted:
+            roles += [runner.run(), registry.watch()]
+        if "executor" in wanted:
+            roles.append(executor.run())
+        if "history" in wanted:
+            roles.append(history.run())
         self._tasks = asyncio.create_task(self._run_roles(roles), name="plait-roles")
         self.endpoints = Endpoints(
-            http_port=self._http_socket.getsockname()[1], grpc_port=grpc_port,
+            http_port=http_port, grpc_port=grpc_port,
             redis_url=redis_url, database_url=s.effective_database_url)
-        log.info("server.started", mode=s.mode.value, http_port=self.endpoints.http_port,
-                 grpc_port=grpc_port)
+        log.info("server.started", mode=s.mode.value, http_port=http_port, grpc_port=grpc_port,
+                 roles=sorted(wanted))
         return self.endpoints
 
     async def _run_roles(self, roles: Sequence[Coroutine[Any, Any, None]]) -> None:
@@ -141,7 +155,8 @@ class PlaitServer:
         if self._grpc is not None:
             await self._phase("grpc", self._grpc.stop(grace_s), grace_s + 2)
         if self._tasks is not None:
-            self._http.should_exit = True
+            if self._http is not None:
+                self._http.should_exit = True
             self._tasks.cancel()
             await asyncio.wait({self._tasks}, timeout=1)
             if not self._tasks.done() and self._redis is not None:

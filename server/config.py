@@ -47,10 +47,17 @@ class Settings:
     max_step_output_bytes: int = 4 * 1024 * 1024
     # How long a finished run's state stays in Redis (history keeps it for good).
     finished_run_ttl_s: int = 24 * 3600
+    # What this process does (comma-separated): api (HTTP, EventService, ManagementService,
+    # StateService), executor (worker streams, leasing), runner (event stream), history.
+    roles: str = "api,executor,runner,history"
     # Comma-separated bearer tokens; when set, every gRPC call must carry one.
     grpc_tokens: str = ""
     log_format: str = "console"
     log_level: str = "info"
+
+    @property
+    def role_set(self) -> frozenset[str]:
+        return frozenset(r.strip() for r in self.roles.split(",") if r.strip())
 
     @property
     def grpc_token_list(self) -> list[str]:
@@ -68,6 +75,7 @@ class Settings:
 
 
 _ENV_PREFIX = "PLAIT_"
+ROLES = frozenset({"api", "executor", "runner", "history"})
 
 
 def _coerce(name: str, source: str, raw: Any, kind: Any) -> Any:
@@ -121,6 +129,11 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"--lease-ms has value {s.lease_ms}: must be at least 1000")
     if s.heartbeat_interval_ms * 2 > s.lease_ms:
         raise ConfigError("--heartbeat-interval-ms must be at most half of --lease-ms")
+    unknown = s.role_set - ROLES
+    if unknown or not s.role_set:
+        raise ConfigError(
+            f"--roles has value {s.roles!r}: use a comma-separated subset of "
+            f"{', '.join(sorted(ROLES))}")
     if s.log_format not in ("console", "json"):
         raise ConfigError(f"--log-format has value {s.log_format!r}: use console or json")
     if s.database_url and not s.database_url.startswith(

@@ -29,7 +29,7 @@ def build_app(ingest: EventIngest, settings: Settings) -> Starlette:
     ])
 
 
-class _Server(uvicorn.Server):
+class HttpServer(uvicorn.Server):
     """Leaves signal handling to the CLI, which owns the process."""
 
     @contextlib.contextmanager
@@ -46,7 +46,7 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def http_server(app: Starlette) -> _Server:
+def http_server(app: Starlette) -> HttpServer:
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
                             timeout_graceful_shutdown=5)
-    return _Server(config)
+    return HttpServer(config)

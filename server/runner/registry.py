@@ -74,6 +74,12 @@ class Registry:
         self._version = int(raw or 0)
         self.index.replace(await store.load_functions(self._engine))
 
+    async def refresh(self) -> None:
+        """Reloads the index if any process registered functions since the last load."""
+        raw = await self._redis.get(self._keys.functions_version)
+        if int(raw or 0) != self._version:
+            await self.reload()
+
     async def watch(self, interval_s: float = 1.0) -> None:
         """Reloads the index when another process registered functions."""
         while True:

@@ -20,7 +20,7 @@ from ulid import ULID
 from server.keys import Keys
 from server.queue import NewRun, Queue
 from server.runner.expressions import matches
-from server.runner.index import FunctionIndex
+from server.runner.registry import Registry
 from server.tasks import raise_if_cancelling
 from server.types import EventId, RunId
 
@@ -42,13 +42,14 @@ def run_id_for(event_id: str, function_id: str) -> RunId:
 
 class Runner:
     def __init__(
-        self, redis: Redis, keys: Keys, queue: Queue, index: FunctionIndex, consumer: str,
+        self, redis: Redis, keys: Keys, queue: Queue, registry: Registry, consumer: str,
         on_enqueued: Callable[[], None],
     ) -> None:
         self._redis = redis
         self._keys = keys
         self._queue = queue
-        self._index = index
+        self._registry = registry
+        self._index = registry.index
         self._consumer = consumer
         self._on_enqueued = on_enqueued
 
@@ -89,6 +90,8 @@ class Runner:
 
     async def process(self, entries: Sequence[tuple[Any, dict[bytes, bytes]]]) -> int:
         """Starts the runs of a batch of stream entries, then acknowledges them."""
+        # A function registered on another process a moment ago must match this batch.
+        await self._registry.refresh()
         now_ms = int(time.time() * 1000)
         runs: list[NewRun] = []
         for _, fields in entries:
