@@ -23,8 +23,15 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --disable-pip-version-check -e '.[dev]' -e clients/python
 	@touch $@
 
-test: install
+# The compat suite's TypeScript app needs the npm packages of tests/compat/ts (node 20+).
+NODE_DEPS := tests/compat/ts/node_modules/.package-lock.json
+
+test: install $(NODE_DEPS)
 	$(BIN)/pytest -q $(ARGS)
+
+$(NODE_DEPS): tests/compat/ts/package-lock.json
+	@if command -v node >/dev/null 2>&1; then npm ci --prefix tests/compat/ts --no-audit --no-fund; \
+	else echo "make: node is not installed: the TypeScript compat tests will be skipped"; fi
 
 lint: install
 	$(BIN)/ruff check .

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -56,10 +57,13 @@ def _kill_tree_leftovers(pids: list[int]) -> None:
 class ServerProcess:
     """`python -m server.cli dev|start` as a subprocess, its output in a log file."""
 
-    def __init__(self, args: list[str], log_path: Path, log_level: str = "warning") -> None:
+    def __init__(self, args: list[str], log_path: Path, log_level: str = "warning",
+                 env: dict[str, str] | None = None) -> None:
         self.grpc_port = free_port()
         self.http_port = free_port()
         self.log_path = log_path
+        # Added to this process's environment (the OTEL_* variables of --tracing).
+        self._env = env or {}
         self._args = [
             sys.executable, "-m", "server.cli", *args,
             "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
@@ -82,7 +86,7 @@ class ServerProcess:
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
                 self._args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL, env={**os.environ, **self._env} if self._env else None,
             )
 
     async def wait_ready(self, timeout_s: float) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 import uvloop
 from _backend import embedded, production
+from _otlp import SpanCounter, otlp_receiver
 from _processes import ROOT, RssSampler, ServerProcess, WorkerPool, log
 from _stats import (
     event_to_first_step_ms,
@@ -66,6 +67,7 @@ class Options:
     redis_db: int
     server_log_level: str
     keep_tmp: bool
+    tracing: bool
 
 
 class _Client:
@@ -276,7 +278,8 @@ def _header(opts: Options) -> dict[str, Any]:
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
         "git_sha": _git_sha(),
-        "tracing": False,
+        # Server spans exported over OTLP (--tracing); the worker makes no spans of its own.
+        "tracing": opts.tracing,
         "worker_loop": "uvloop",
         # The server runs in this interpreter's environment: with hiredis, redis-py parses in C.
         "hiredis": HIREDIS_AVAILABLE,
@@ -307,10 +310,25 @@ def _tmp_dir(keep: bool) -> Iterator[Path]:
 
 
 @contextlib.asynccontextmanager
-async def _server(opts: Options, tmp: Path) -> AsyncIterator[ServerProcess]:
+async def _receiver(opts: Options) -> AsyncIterator[SpanCounter | None]:
+    if not opts.tracing:
+        yield None
+        return
+    async with otlp_receiver() as counter:
+        log(f"tracing: the server exports spans over OTLP/gRPC to {counter.endpoint}")
+        yield counter
+
+
+@contextlib.asynccontextmanager
+async def _server(opts: Options, tmp: Path, receiver: SpanCounter | None
+                  ) -> AsyncIterator[ServerProcess]:
     backend = production(opts.redis_db) if opts.production else embedded(tmp)
+    env = {}
+    if receiver is not None:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+               "OTEL_SERVICE_NAME": "plait-bench"}
     async with backend as args:
-        server = ServerProcess(args, tmp / "server.log", opts.server_log_level)
+        server = ServerProcess(args, tmp / "server.log", opts.server_log_level, env)
         log(f"starting server: {' '.join(args[:1])} on {server.target}")
         try:
             server.start()
@@ -321,11 +339,20 @@ async def _server(opts: Options, tmp: Path) -> AsyncIterator[ServerProcess]:
             server.stop()
 
 
+def _count_spans(result: dict[str, Any], receiver: SpanCounter) -> None:
+    result["spans_received"] = receiver.spans
+
+
 async def _bench(opts: Options) -> dict[str, Any]:
     result = _header(opts)
     errors: list[str] = []
     with _tmp_dir(opts.keep_tmp) as tmp:
-        async with _server(opts, tmp) as server:
+        async with contextlib.AsyncExitStack() as stack:
+            receiver = await stack.enter_async_context(_receiver(opts))
+            if receiver is not None:
+                # Counted once the server has stopped: it exports what it still holds then.
+                stack.callback(_count_spans, result, receiver)
+            server = await stack.enter_async_context(_server(opts, tmp, receiver))
             sampler = RssSampler(server.pid)
             sampler.start()
             pool = WorkerPool(tmp, server.target, opts.workers, opts.concurrency)
@@ -380,12 +407,15 @@ def _options(argv: list[str] | None = None) -> Options:
                    choices=("debug", "info", "warning", "error"), help="the server's --log-level")
     p.add_argument("--keep-tmp", action="store_true",
                    help="keep the tmp dir (server and worker logs) and print its path")
+    p.add_argument("--tracing", action="store_true",
+                   help="the server exports its spans over OTLP to a receiver in the bench")
     a = p.parse_args(argv)
     for name in ("events", "workers", "concurrency", "batch", "ingest_events"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} has value {getattr(a, name)}: must be at least 1")
     return Options(a.production, a.events, a.workers, a.concurrency, a.batch, a.ingest_events,
-                   a.skip_sleepers, a.timeout, a.redis_db, a.server_log_level, a.keep_tmp)
+                   a.skip_sleepers, a.timeout, a.redis_db, a.server_log_level, a.keep_tmp,
+                   a.tracing)
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

@@ -20,11 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.api.auth import TokenInterceptor
 from server.api.http import HttpServer, bind, build_app, http_server
+from server.api.inngest import AppSync, InngestGateway
 from server.api.management import ManagementServicer
 from server.api.state_service import StateServicer
 from server.config import Mode, Settings
 from server.dev.redis import EmbeddedRedis
 from server.drivers.grpc.stream import GrpcDriver
+from server.drivers.http import HttpDriver
 from server.events.grpc import EventServicer
 from server.events.ingest import EventIngest
 from server.executor.executor import Executor
@@ -36,6 +38,7 @@ from server.runner.index import FunctionIndex
 from server.runner.registry import Registry
 from server.runner.runner import Runner
 from server.state import StateStore
+from server.telemetry import Telemetry
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +64,7 @@ class PlaitServer:
         self._tasks: asyncio.Task[None] | None = None
         self._http_socket: socket.socket | None = None
         self._http: HttpServer | None = None
+        self._telemetry: Telemetry | None = None
         self.endpoints: Endpoints | None = None
 
     async def start(self) -> Endpoints:
@@ -86,13 +90,18 @@ class PlaitServer:
         index = FunctionIndex()
         registry = Registry(self._engine, self._redis, keys, index)
         await registry.reload()
-        executor = Executor(queue, state, s)
-        driver = GrpcDriver(executor, registry, s)
+        # Spans go to OTLP when the otel_* settings ask for it; metrics are always kept.
+        telemetry = self._telemetry = Telemetry(s)
+        telemetry.watch_queues(self._redis, keys, lambda: [f.id for f in index.all()])
+        executor = Executor(queue, state, s, telemetry)
+        driver = GrpcDriver(executor, registry, s, telemetry)
         executor.add_driver(driver)
         self._driver = driver
-        ingest = EventIngest(self._engine, self._redis, keys, s)
+        sdk_driver = HttpDriver(executor, state, index, s)
+        executor.add_driver(sdk_driver)
+        ingest = EventIngest(self._engine, self._redis, keys, s, telemetry)
         runner = Runner(self._redis, keys, queue, registry, consumer, executor.wake)
-        history = HistoryWriter(self._redis, self._engine, keys, consumer)
+        history = HistoryWriter(self._redis, self._engine, keys, consumer, telemetry)
 
         options = [("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
                    ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES)]
@@ -121,12 +130,15 @@ class PlaitServer:
         if "api" in wanted:
             self._http_socket = bind(s.http_host, s.http_port)
             http_port = self._http_socket.getsockname()[1]
-            self._http = http_server(build_app(ingest, s))
-            roles.append(self._http.serve(sockets=[self._http_socket]))
+            syncer = AppSync(s, own_port=http_port)
+            gateway = InngestGateway(s, self._engine, registry, state, executor.cancel_run, syncer)
+            self._http = http_server(build_app(ingest, s, gateway.routes(), telemetry))
+            roles += [self._http.serve(sockets=[self._http_socket]), syncer.run()]
+            _warn_if_open(s)
         if "runner" in wanted:
             roles += [runner.run(), registry.watch()]
         if "executor" in wanted:
-            roles.append(executor.run())
+            roles += [executor.run(), sdk_driver.run()]
         if "history" in wanted:
             roles.append(history.run())
         self._tasks = asyncio.create_task(self._run_roles(roles), name="plait-roles")
@@ -164,6 +176,9 @@ class PlaitServer:
                 # redis-py's blocking XREADGROUP); closing the sockets ends the read.
                 await self._redis.connection_pool.disconnect()
             await self._phase("roles", asyncio.wait({self._tasks}), 10)
+        if self._telemetry is not None:
+            # Exports the spans still queued; the history writer made its last ones above.
+            await self._phase("telemetry", self._telemetry.shutdown(), 12)
         if self._redis is not None:
             await self._phase("redis", self._redis.aclose(), 5)
         if self._engine is not None:
@@ -180,6 +195,19 @@ class PlaitServer:
         except TimeoutError:
             stuck = [_awaiting(t) for t in asyncio.all_tasks() if not t.done()]
             log.error("server.stop_timeout", phase=name, timeout_s=timeout_s, tasks=stuck)
+
+
+def _warn_if_open(s: Settings) -> None:
+    if s.mode is not Mode.PRODUCTION:
+        return
+    if not s.signing_key:
+        log.warning("inngest.no_signing_key",
+                    hint="set --signing-key (PLAIT_SIGNING_KEY): without it Inngest SDK apps "
+                         "cannot register and their calls are refused")
+    if not s.event_key_list:
+        log.warning("inngest.no_event_keys",
+                    hint="set --event-key (PLAIT_EVENT_KEYS): without one POST /e/{key} "
+                         "refuses every event")
 
 
 def _awaiting(task: asyncio.Task[object]) -> str:

@@ -52,11 +52,50 @@ _HELP: dict[str, str] = {
     "max_request_bytes": "Largest request body accepted.",
     "max_step_output_bytes": "Largest step output stored.",
     "finished_run_ttl_s": "How long a finished run's state stays in Redis.",
+    "sdk_urls": "Serve URL of an Inngest SDK app to sync at start; repeatable (-u A -u B).",
+    "sdk_discovery": "Find Inngest SDK apps on the usual local ports (dev mode only).",
+    "sdk_concurrency": "Most requests in flight to one Inngest SDK app.",
+    "sdk_request_timeout_s": "Longest call to an Inngest SDK app.",
+    "signing_key": "Inngest signing key (signkey-<env>-<hex>): signs calls to SDK apps, checks "
+                   "theirs; required for SDK apps in production.",
+    "signing_key_fallback": "A second signing key accepted during a rotation.",
+    "event_keys": "Event key POST /e/{key} accepts in production; repeatable or comma-separated.",
     "log_format": "Readable console lines, or one JSON object per line.",
     "log_level": "Lowest level logged.",
+    "otel_service_name": "service.name of exported spans (plait); setting it turns tracing on. "
+                         "Also OTEL_SERVICE_NAME.",
+    "otel_resource_attributes": "More resource attributes, k=v,k2=v2. "
+                                "Also OTEL_RESOURCE_ATTRIBUTES.",
+    "otel_traces_exporter": "otlp, or none to keep tracing off. Also OTEL_TRACES_EXPORTER.",
+    "otel_exporter_otlp_endpoint": "OTLP collector; setting it turns tracing on. "
+                                   "Also OTEL_EXPORTER_OTLP_ENDPOINT.",
+    "otel_exporter_otlp_traces_endpoint": "OTLP endpoint for spans alone, used as given. "
+                                          "Also OTEL_EXPORTER_OTLP_TRACES_ENDPOINT.",
+    "otel_exporter_otlp_protocol": "grpc (default) or http/protobuf. "
+                                   "Also OTEL_EXPORTER_OTLP_PROTOCOL.",
+    "otel_exporter_otlp_traces_protocol": "The protocol for spans alone. "
+                                          "Also OTEL_EXPORTER_OTLP_TRACES_PROTOCOL.",
+    "otel_exporter_otlp_headers": "Headers of export requests, k=v,k2=v2. "
+                                  "Also OTEL_EXPORTER_OTLP_HEADERS.",
+    "otel_exporter_otlp_traces_headers": "Headers for spans alone. "
+                                         "Also OTEL_EXPORTER_OTLP_TRACES_HEADERS.",
+    "otel_exporter_otlp_insecure": "true: plain-text gRPC to an endpoint without a scheme. "
+                                   "Also OTEL_EXPORTER_OTLP_INSECURE.",
+    "otel_exporter_otlp_compression": "gzip or none. Also OTEL_EXPORTER_OTLP_COMPRESSION.",
+    "otel_exporter_otlp_timeout": "Export deadline in ms. Also OTEL_EXPORTER_OTLP_TIMEOUT.",
+    "otel_traces_sampler": "always_on (default), always_off, traceidratio (by run). "
+                           "Also OTEL_TRACES_SAMPLER.",
+    "otel_traces_sampler_arg": "The traceidratio ratio, 0..1. Also OTEL_TRACES_SAMPLER_ARG.",
+    "otel_sdk_disabled": "true keeps tracing off whatever else is set. Also OTEL_SDK_DISABLED.",
 }
 
 _CHOICES: dict[str, tuple[str, ...]] = {"log_format": ("console", "json"), "log_level": LEVELS}
+
+# Settings given as repeatable flags (joined with commas), with their flag names.
+_REPEATABLE: dict[str, tuple[str, ...]] = {
+    "sdk_urls": ("-u", "--sdk-url", "--sdk-urls"),
+    "event_keys": ("--event-key", "--event-keys"),
+}
 
 _Command = typing.TypeVar("_Command", bound=Callable[..., None])
 
@@ -68,6 +107,8 @@ def _param_type(name: str, kind: Any) -> click.ParamType[Any, Any]:
         return click.INT
     if kind is Path:
         return click.Path(file_okay=False, path_type=Path)
+    if kind is bool:
+        return click.BOOL
     return click.STRING
 
 
@@ -90,11 +131,13 @@ def _settings_options(mode: Mode) -> Callable[[_Command], _Command]:
             default = getattr(defaults, f.name)
             shown = f"; default: {default}" if default != "" else ""
             help_text = f"{_HELP.get(f.name, '')} [env: {_ENV_PREFIX}{f.name.upper()}{shown}]"
+            names = _REPEATABLE.get(f.name, (f"--{f.name.replace('_', '-')}",))
             command = click.option(
-                f"--{f.name.replace('_', '-')}",
+                *names,
                 f.name,
                 type=_param_type(f.name, hints[f.name]),
                 default=None,
+                multiple=f.name in _REPEATABLE,
                 help=help_text.strip(),
             )(command)
         return command
@@ -135,6 +178,8 @@ def main() -> None:
 
 def _serve(mode: Mode, flags: dict[str, Any]) -> None:
     env = os.environ
+    flags = {name: (",".join(value) or None) if name in _REPEATABLE else value
+             for name, value in flags.items()}
     for name, value in _mode_defaults(mode).items():
         # Below flags and env, like any default, but above the one in Settings.
         if flags.get(name) is None and not env.get(f"{_ENV_PREFIX}{name.upper()}"):

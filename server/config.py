@@ -6,6 +6,7 @@ Nothing else in the server reads os.environ; settings are validated before anyth
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from enum import StrEnum
@@ -52,8 +53,49 @@ class Settings:
     roles: str = "api,executor,runner,history"
     # Comma-separated bearer tokens; when set, every gRPC call must carry one.
     grpc_tokens: str = ""
+    # Apps on the Inngest SDKs (HTTP gateway): comma-separated serve URLs synced at start
+    # (`plait dev -u URL`, repeatable), and discovery of apps on the usual local ports (dev).
+    sdk_urls: str = ""
+    sdk_discovery: bool = True
+    # Most requests in flight to one SDK app, and how long one may take.
+    sdk_concurrency: int = 32
+    sdk_request_timeout_s: int = 300
+    # Production: requests to SDK apps are signed with the signing key, their responses and
+    # registrations are checked against it (or the fallback, during a rotation), and
+    # POST /e/{key} accepts only these comma-separated event keys.
+    signing_key: str = ""
+    signing_key_fallback: str = ""
+    event_keys: str = ""
     log_format: str = "console"
     log_level: str = "info"
+    # OpenTelemetry (server/telemetry/). Each otel_* setting also reads its standard variable
+    # (OTEL_SERVICE_NAME, OTEL_EXPORTER_OTLP_ENDPOINT, ...) below the PLAIT_-prefixed one. An
+    # OTLP endpoint, a service name or OTEL_TRACES_EXPORTER=otlp turns span export on;
+    # OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none keeps it off.
+    otel_service_name: str = ""
+    otel_resource_attributes: str = ""
+    otel_traces_exporter: str = ""
+    otel_exporter_otlp_endpoint: str = ""
+    otel_exporter_otlp_traces_endpoint: str = ""
+    otel_exporter_otlp_protocol: str = ""
+    otel_exporter_otlp_traces_protocol: str = ""
+    otel_exporter_otlp_headers: str = ""
+    otel_exporter_otlp_traces_headers: str = ""
+    otel_exporter_otlp_insecure: str = ""
+    otel_exporter_otlp_compression: str = ""
+    # Milliseconds, as the OpenTelemetry specification defines it.
+    otel_exporter_otlp_timeout: int = 10_000
+    otel_traces_sampler: str = ""
+    otel_traces_sampler_arg: str = ""
+    otel_sdk_disabled: str = ""
+
+    @property
+    def sdk_url_list(self) -> list[str]:
+        return [u.strip() for u in self.sdk_urls.split(",") if u.strip()]
+
+    @property
+    def event_key_list(self) -> list[str]:
+        return [k.strip() for k in self.event_keys.split(",") if k.strip()]
 
     @property
     def role_set(self) -> frozenset[str]:
@@ -88,15 +130,32 @@ def _coerce(name: str, source: str, raw: Any, kind: Any) -> Any:
             return Path(raw)
         if kind in (Mode, "Mode"):
             return Mode(raw)
+        if kind in (bool, "bool"):
+            return _bool(raw)
         return str(raw)
     except ValueError:
         raise ConfigError(f"{source} has value {raw!r}: not a valid {name} setting") from None
 
 
+def _bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+_SIGNING_KEY = re.compile(r"^(signkey-\w+-)?([0-9a-fA-F]{2})+$")
+
+
 def load_settings(
     flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
 ) -> Settings:
-    """Builds Settings from flags (None = not given) over PLAIT_* env over defaults."""
+    """Builds Settings from flags (None = not given) over PLAIT_* env over defaults; otel_*
+    settings also read OTEL_* env, below PLAIT_OTEL_*."""
     flags = flags or {}
     env = env or {}
     values: dict[str, Any] = {}
@@ -108,6 +167,11 @@ def load_settings(
         var = _ENV_PREFIX + f.name.upper()
         if var in env and env[var] != "":
             values[f.name] = _coerce(f.name, var, env[var], f.type)
+            continue
+        # OpenTelemetry's own variables (OTEL_EXPORTER_OTLP_ENDPOINT, ...) work as everywhere.
+        standard = f.name.upper()
+        if f.name.startswith("otel_") and env.get(standard, "") != "":
+            values[f.name] = _coerce(f.name, standard, env[standard], f.type)
     settings = dataclasses.replace(Settings(), **values)
     _validate(settings)
     return settings
@@ -134,8 +198,17 @@ def _validate(s: Settings) -> None:
         raise ConfigError(
             f"--roles has value {s.roles!r}: use a comma-separated subset of "
             f"{', '.join(sorted(ROLES))}")
+    for name in ("signing_key", "signing_key_fallback"):
+        key = getattr(s, name)
+        if key and not _SIGNING_KEY.match(key):
+            raise ConfigError(
+                f"--{name.replace('_', '-')} has a value that is not a signing key: "
+                "use signkey-<env>-<hex> or the hex alone")
+    if s.sdk_concurrency < 1 or s.sdk_request_timeout_s < 1:
+        raise ConfigError("--sdk-concurrency and --sdk-request-timeout-s must be at least 1")
     if s.log_format not in ("console", "json"):
         raise ConfigError(f"--log-format has value {s.log_format!r}: use console or json")
+    _validate_otel(s)
     if s.database_url and not s.database_url.startswith(
         ("postgresql+asyncpg://", "sqlite+aiosqlite://")
     ):
@@ -143,3 +216,49 @@ def _validate(s: Settings) -> None:
             f"--database-url has value {s.database_url!r}: "
             "use postgresql+asyncpg://… or sqlite+aiosqlite:///…"
         )
+
+
+_OTEL_CHOICES: dict[str, tuple[str, ...]] = {
+    "otel_traces_exporter": ("", "otlp", "none"),
+    "otel_exporter_otlp_protocol": ("", "grpc", "http/protobuf"),
+    "otel_exporter_otlp_traces_protocol": ("", "grpc", "http/protobuf"),
+    "otel_exporter_otlp_insecure": ("", "true", "false"),
+    "otel_exporter_otlp_compression": ("", "gzip", "none"),
+    "otel_sdk_disabled": ("", "true", "false"),
+    "otel_traces_sampler": (
+        "", "always_on", "always_off", "traceidratio", "parentbased_always_on",
+        "parentbased_always_off", "parentbased_traceidratio"),
+}
+
+
+def _otel_source(name: str) -> str:
+    return f"--{name.replace('_', '-')} ({name.upper()})"
+
+
+def _validate_otel(s: Settings) -> None:
+    for name, choices in _OTEL_CHOICES.items():
+        value = getattr(s, name)
+        if value.lower() not in choices:
+            raise ConfigError(
+                f"{_otel_source(name)} has value {value!r}: use one of "
+                f"{', '.join(c for c in choices if c)}")
+    if s.otel_exporter_otlp_timeout <= 0:
+        raise ConfigError(
+            f"{_otel_source('otel_exporter_otlp_timeout')} has value "
+            f"{s.otel_exporter_otlp_timeout}: must be a positive number of milliseconds")
+    if s.otel_traces_sampler_arg:
+        try:
+            ratio = float(s.otel_traces_sampler_arg)
+        except ValueError:
+            ratio = -1.0
+        if not 0.0 <= ratio <= 1.0:
+            raise ConfigError(
+                f"{_otel_source('otel_traces_sampler_arg')} has value "
+                f"{s.otel_traces_sampler_arg!r}: use a ratio between 0 and 1")
+    for name in ("otel_resource_attributes", "otel_exporter_otlp_headers",
+                 "otel_exporter_otlp_traces_headers"):
+        for pair in filter(None, (p.strip() for p in getattr(s, name).split(","))):
+            if "=" not in pair or not pair.split("=", 1)[0].strip():
+                raise ConfigError(
+                    f"{_otel_source(name)} has an entry {pair!r}: use key=value pairs "
+                    "separated by commas")

@@ -70,6 +70,15 @@ class ShardKeys:
         """HASH: step id -> memo JSON ({"data": …} or {"error": …})."""
         return f"{self.tag}:run:{run_id}:steps"
 
+    def stack(self, run_id: RunId | str) -> str:
+        """LIST: step ids in the order their memos were first stored (the SDKs' `stack`)."""
+        return f"{self.tag}:run:{run_id}:stack"
+
+    def planned(self, run_id: RunId | str) -> str:
+        """SET: step ids planned to run as their own jobs (`<run_id>:<step_id>`), not yet
+        memoised; the run's main job waits until it is empty."""
+        return f"{self.tag}:run:{run_id}:planned"
+
     @property
     def history(self) -> str:
         """STREAM of history records, drained into SQL by the history writer."""

@@ -1,7 +1,8 @@
 """Logging: structlog renders every record, ours and the stdlib's, as console lines or JSON.
 
 Event names are constants (`"lease.expired"`), data goes in fields; run_id / trace_id bound
-with structlog.contextvars appear on every record logged inside that context.
+with structlog.contextvars appear on every record logged inside that context, and a record
+with a run_id gets that run's trace_id (server/telemetry/ids.py), traced or not.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from server.errors import ConfigError
+from server.telemetry.ids import trace_id_hex
 
-__all__ = ["LEVELS", "configure_logging"]
+__all__ = ["LEVELS", "add_trace_id", "configure_logging"]
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -30,6 +32,7 @@ def configure_logging(fmt: str, level: str) -> None:
         raise ConfigError(f"--log-level has value {level!r}: use one of {', '.join(LEVELS)}")
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_id,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -58,7 +61,8 @@ def configure_logging(fmt: str, level: str) -> None:
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             # A stdlib record's `extra={...}` becomes fields, like our own bound data.
-            foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(), _drop_color_message],
+            foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(), add_trace_id,
+                               _drop_color_message],
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
     )
@@ -67,6 +71,14 @@ def configure_logging(fmt: str, level: str) -> None:
     root.setLevel(level.upper())
     for name in _QUIET:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+
+
+def add_trace_id(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
+    """A record about a run carries its trace id, the one its spans are exported under."""
+    run_id = event.get("run_id")
+    if run_id and "trace_id" not in event:
+        event["trace_id"] = trace_id_hex(str(run_id))
+    return event
 
 
 def _drop_color_message(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:

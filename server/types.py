@@ -44,6 +44,8 @@ class Event:
     data_json: bytes
     ts_ms: int
     idempotency_key: str = ""
+    # W3C traceparent of the request that sent the event ("" when none or invalid).
+    traceparent: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,8 @@ class FunctionConfig:
     name: str
     triggers: tuple[Trigger, ...]
     retries: int = 3
+    # Where an HTTP SDK app serves the function ("…?fnId=…&stepId=step"); "" for gRPC workers.
+    url: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +107,8 @@ class Job:
     lease_expires_at_ms: int = 0
     traceparent: str = ""
     tracestate: str = ""
+    # The planned step this job runs on its own (parallel steps); "" for the run's main job.
+    target_step: str = ""
 
 
 # Opcodes: what a job did, whichever transport carried the answer.
@@ -143,7 +149,15 @@ class RunFailed:
     retry_after_ms: int = 0
 
 
-Opcode = StepCompleted | StepFailed | Sleep | RunCompleted | RunFailed
+@dataclass(frozen=True, slots=True)
+class StepsPlanned:
+    """Steps found but not run (parallel steps): each runs as its own job, then the function
+    runs again with all of them memoised."""
+
+    step_ids: tuple[StepId, ...]
+
+
+Opcode = StepCompleted | StepFailed | Sleep | RunCompleted | RunFailed | StepsPlanned
 
 
 @dataclass(frozen=True, slots=True)

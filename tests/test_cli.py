@@ -234,3 +234,28 @@ def test_console_logs_are_readable_lines(capsys: pytest.CaptureFixture[str]) -> 
 def test_an_unknown_log_level_is_named_in_the_error() -> None:
     with pytest.raises(ConfigError, match="--log-level has value 'loud'"):
         configure_logging("console", "loud")
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_sdk_urls_and_event_keys_are_repeatable_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[Settings] = []
+
+    async def serve(settings: Settings) -> None:
+        seen.append(settings)
+
+    monkeypatch.setitem(sys.modules, "server.app", types.SimpleNamespace(serve=serve))
+    result = CliRunner().invoke(cli, [
+        "dev", "--log-level", "error", "-u", "http://a/api/inngest",
+        "--sdk-url", "http://b/api/inngest", "--event-key", "k1", "--event-key", "k2,k3",
+        "--sdk-discovery", "false", "--signing-key", "signkey-test-abcd"])
+    assert result.exit_code == 0, result.stderr
+    (settings,) = seen
+    assert settings.sdk_url_list == ["http://a/api/inngest", "http://b/api/inngest"]
+    assert settings.event_key_list == ["k1", "k2", "k3"]
+    assert settings.sdk_discovery is False and settings.signing_key == "signkey-test-abcd"
+
+
+def test_a_signing_key_that_is_not_one_is_rejected_naming_the_flag() -> None:
+    result = CliRunner().invoke(cli, ["dev", "--signing-key", "hunter2"])
+    assert result.exit_code == 2
+    assert "plait: --signing-key has a value that is not a signing key" in result.stderr

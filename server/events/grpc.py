@@ -19,6 +19,14 @@ def _inputs(events: object, offset: int = 0) -> list[EventInput]:
     ]
 
 
+def _traceparent(context: grpc.aio.ServicerContext[object, object]) -> str:
+    """The W3C `traceparent` the call carried in its metadata, if any."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "traceparent":
+            return value if isinstance(value, str) else value.decode(errors="replace")
+    return ""
+
+
 class EventServicer(event_pb2_grpc.EventServiceServicer):
     def __init__(self, ingest: EventIngest) -> None:
         self._ingest = ingest
@@ -29,7 +37,7 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
                                           event_pb2.SendEventsResponse],
     ) -> event_pb2.SendEventsResponse:
         try:
-            ids = await self._ingest.accept(_inputs(request.events))
+            ids = await self._ingest.accept(_inputs(request.events), _traceparent(context))
         except PlaitError as e:
             await context.abort(grpc_status(e), e.message)
         return event_pb2.SendEventsResponse(ids=ids)
@@ -45,7 +53,7 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
             async for msg in request_iterator:
                 if not msg.events:
                     raise InvalidArgument(f"messages[{n}].events", "must not be empty")
-                ids.extend(await self._ingest.accept(_inputs(msg.events)))
+                ids.extend(await self._ingest.accept(_inputs(msg.events), _traceparent(context)))
                 n += 1
         except PlaitError as e:
             await context.abort(grpc_status(e), f"{e.message} ({len(ids)} events accepted)")

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hmac
 import json
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from server.config import Settings
+from server.config import Mode, Settings
 from server.errors import InvalidArgument, PlaitError, http_status
 from server.events.ingest import EventIngest, EventInput
+from server.events.seed import HEADER as SEED_HEADER
+from server.events.seed import seeded_ids
 
 
 def _input(i: int, raw: Any) -> EventInput:
@@ -40,7 +44,18 @@ class EventRoutes:
         self._ingest = ingest
         self._settings = settings
 
+    def _key_known(self, key: str) -> bool:
+        """Production accepts only the configured event keys; dev mode accepts any."""
+        if self._settings.mode is not Mode.PRODUCTION:
+            return True
+        return any(hmac.compare_digest(key.encode(), known.encode())
+                   for known in self._settings.event_key_list)
+
     async def post_events(self, request: Request) -> JSONResponse:
+        if not self._key_known(request.path_params["event_key"]):
+            # The Inngest server's answer, which both SDKs turn into an error for the sender.
+            return JSONResponse(
+                {"ids": [], "status": 401, "message": "", "error": "Event key not found"}, 401)
         try:
             body = await request.body()
             if len(body) > self._settings.max_request_bytes:
@@ -52,7 +67,13 @@ class EventRoutes:
             except (ValueError, UnicodeDecodeError):
                 raise InvalidArgument("body", "is not valid JSON") from None
             raws = parsed if isinstance(parsed, list) else [parsed]
-            ids = await self._ingest.accept([_input(i, r) for i, r in enumerate(raws)])
+            inputs = [_input(i, r) for i, r in enumerate(raws)]
+            seed = request.headers.get(SEED_HEADER)
+            if seed:
+                inputs = [dataclasses.replace(item, id=event_id) for item, event_id
+                          in zip(inputs, seeded_ids(seed, len(inputs)), strict=True)]
+            ids = await self._ingest.accept(
+                inputs, traceparent=request.headers.get("traceparent", ""))
         except PlaitError as e:
             status = http_status(e)
             return JSONResponse({"ids": [], "status": status, "error": e.message}, status)

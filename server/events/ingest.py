@@ -21,6 +21,8 @@ from server.errors import InvalidArgument
 from server.history import store
 from server.keys import Keys
 from server.luascript import load_script
+from server.telemetry.ids import parse_traceparent
+from server.telemetry.telemetry import Telemetry
 from server.types import Event, EventId
 
 MAX_NAME_BYTES = 256
@@ -71,15 +73,21 @@ def _validate(i: int, item: EventInput, settings: Settings) -> bytes:
 
 
 class EventIngest:
-    def __init__(self, engine: AsyncEngine, redis: Redis, keys: Keys, settings: Settings) -> None:
+    def __init__(self, engine: AsyncEngine, redis: Redis, keys: Keys, settings: Settings,
+                 telemetry: Telemetry | None = None) -> None:
         self._engine = engine
         self._redis = redis
         self._keys = keys
         self._settings = settings
+        self._telemetry = telemetry or Telemetry()
         self._append = load_script(redis, "server.events", "append_events")
 
-    async def accept(self, inputs: Sequence[EventInput]) -> list[EventId]:
-        """Stores the events and queues them for the runners; returns ids in input order."""
+    async def accept(self, inputs: Sequence[EventInput], traceparent: str = "") -> list[EventId]:
+        """Stores the events and queues them for the runners; returns ids in input order.
+
+        `traceparent` is the W3C trace context the request came with: the runs the events
+        start link their traces to it (an invalid one is ignored, as W3C asks).
+        """
         limit = self._settings.max_events_per_request
         if not inputs:
             raise InvalidArgument("events", "at least one event is required")
@@ -87,10 +95,13 @@ class EventIngest:
             raise InvalidArgument("events", f"{len(inputs)} events is over the limit of {limit}")
         datas = [_validate(i, item, self._settings) for i, item in enumerate(inputs)]
         now_ms = int(time.time() * 1000)
+        parent = parse_traceparent(traceparent)
+        sender = str(parent) if parent is not None else ""
         events = [
             Event(
                 id=EventId(item.id or str(ULID())), name=item.name, data_json=data,
                 ts_ms=item.ts_ms or now_ms, idempotency_key=item.idempotency_key,
+                traceparent=sender,
             )
             for item, data in zip(inputs, datas, strict=True)
         ]
@@ -99,4 +110,5 @@ class EventIngest:
         for event in events:
             args += [event.id, event.name, event_json(event), event.idempotency_key]
         await self._append(keys=[self._keys.events], args=args)
+        self._telemetry.events_received(len(events))
         return [e.id for e in events]

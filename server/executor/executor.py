@@ -4,6 +4,7 @@ and applies the opcodes that come back, whichever transport carried them."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Sequence
 
@@ -17,6 +18,7 @@ from server.queue import Queue
 from server.queue.queue import HeldLease
 from server.state import Applied, Outcome, StateStore
 from server.tasks import raise_if_cancelling
+from server.telemetry.telemetry import Telemetry
 from server.types import FunctionId, Job, Opcode, RunId, RunStatus
 
 log = structlog.get_logger(__name__)
@@ -31,10 +33,12 @@ def _now_ms() -> int:
 
 
 class Executor:
-    def __init__(self, queue: Queue, state: StateStore, settings: Settings) -> None:
+    def __init__(self, queue: Queue, state: StateStore, settings: Settings,
+                 telemetry: Telemetry | None = None) -> None:
         self._queue = queue
         self._state = state
         self._settings = settings
+        self._telemetry = telemetry or Telemetry()
         self._drivers: list[Driver] = []
         # One event per lease loop: wake() must reach every shard's loop.
         self._wakeups = [asyncio.Event() for _ in queue.keys.all_shards()]
@@ -72,6 +76,8 @@ class Executor:
                 jobs, next_due = await self._queue.lease(
                     shard, caps, min(total, LEASE_BATCH), now)
                 if jobs:
+                    if self._telemetry.tracing:
+                        jobs = self._telemetry.with_trace_context(jobs)
                     unplaced = await driver.dispatch(jobs)
                     if unplaced:
                         await self._queue.release(
@@ -107,9 +113,20 @@ class Executor:
             if outcome.outcome in (Outcome.STALE, Outcome.NOT_RUNNING):
                 log.info("result.dropped", run_id=job.run_id, job_id=job.job_id,
                          reason=outcome.error)
+            elif outcome.retrying:
+                self._telemetry.retry_scheduled(job)
         if any(a.outcome is Outcome.SCHEDULED for a in applied):
             self.wake()
+        if self._telemetry.tracing:
+            applied = [self._traced(a) for a in applied]
         return applied
+
+    def _traced(self, applied: Applied) -> Applied:
+        """A relocked next job with the traceparent of its own step span."""
+        if applied.next_job is None:
+            return applied
+        (job,) = self._telemetry.with_trace_context([applied.next_job])
+        return dataclasses.replace(applied, next_job=job)
 
     async def release(self, jobs: Sequence[Job]) -> None:
         """Hands jobs back for redelivery (their worker went away)."""

@@ -46,6 +46,8 @@ class EventRow(Base):
     ts_ms: Mapped[int] = mapped_column(BigInteger)
     idempotency_key: Mapped[str] = mapped_column(String, default="")
     received_at_ms: Mapped[int] = mapped_column(BigInteger)
+    # W3C traceparent the event was sent with: the runs it starts link their traces to it.
+    traceparent: Mapped[str] = mapped_column(String, default="", server_default="")
 
 
 class RunRow(Base):
@@ -68,6 +70,12 @@ class RunRow(Base):
     ended_at_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     output_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     error_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The job that ran a completed function to its end has no step attempt: its span's lease
+    # and times are kept here (the final_* columns stay empty for other ends).
+    final_lease_id: Mapped[str] = mapped_column(String, default="", server_default="")
+    final_attempt: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    final_ready_at_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    final_started_at_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class StepAttemptRow(Base):
@@ -83,6 +91,13 @@ class StepAttemptRow(Base):
     output_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     error_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     ended_at_ms: Mapped[int] = mapped_column(BigInteger)
+    # The attempt's spans (server/history/spans.py derives them): the lease it ran under, when
+    # its job became runnable (None: relocked, it never waited), when it was leased, and
+    # a sleep's wake-up time.
+    lease_id: Mapped[str] = mapped_column(String, default="", server_default="")
+    ready_at_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    started_at_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    until_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 def table(model: type[Base]) -> Table:

@@ -25,6 +25,7 @@ class RunCreated:
 class RunStarted:
     run_id: str
     ts_ms: int
+    function_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,14 @@ class StepRecorded:
     output_json: str  # "" unless completed
     error_json: str  # "" unless failed: {"name","message","stack"}
     ts_ms: int
+    # The attempt, for its spans (server/telemetry/spans.py); empty in entries written before
+    # these fields existed.
+    function_id: str = ""
+    app_id: str = ""
+    lease_id: str = ""  # the lease the attempt ran under: its span ids derive from it
+    ready_ms: int | None = None  # when the job became runnable; None when it was relocked
+    started_ms: int | None = None  # when the job was leased
+    until_ms: int | None = None  # a sleep's wake-up time
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +55,14 @@ class RunEnded:
     output_json: str
     error_json: str
     ts_ms: int
+    function_id: str = ""
+    app_id: str = ""
+    # An end by a completed function carries its last job's attempt, which has no step
+    # record; attempts that failed were recorded as steps before the end.
+    lease_id: str = ""
+    ready_ms: int | None = None
+    started_ms: int | None = None
+    attempt: int = 0
 
 
 Record = RunCreated | RunStarted | StepRecorded | RunEnded
@@ -53,6 +70,12 @@ Record = RunCreated | RunStarted | StepRecorded | RunEnded
 
 def _s(fields: dict[str, str], name: str) -> str:
     return fields.get(name, "")
+
+
+def _ms(fields: dict[str, str], name: str) -> int | None:
+    raw = fields.get(name, "")
+    # Lua may render a number it computed as "1.7e+12"; float() reads both forms.
+    return int(float(raw)) if raw else None
 
 
 def decode(fields: dict[str, str]) -> Record | None:
@@ -63,14 +86,21 @@ def decode(fields: dict[str, str]) -> Record | None:
         return RunCreated(_s(fields, "run"), _s(fields, "fn"), _s(fields, "app"),
                           _s(fields, "event"), ts)
     if kind == "start":
-        return RunStarted(_s(fields, "run"), ts)
+        return RunStarted(_s(fields, "run"), ts, function_id=_s(fields, "fn"))
     if kind == "step":
         return StepRecorded(
             _s(fields, "run"), _s(fields, "step"), _s(fields, "name"),
             int(_s(fields, "attempt") or 0), StepStatus(_s(fields, "status")),
             _s(fields, "output"), _s(fields, "error"), ts,
+            function_id=_s(fields, "fn"), app_id=_s(fields, "app"), lease_id=_s(fields, "lease"),
+            ready_ms=_ms(fields, "ready"), started_ms=_ms(fields, "started"),
+            until_ms=_ms(fields, "until"),
         )
     if kind == "end":
         return RunEnded(_s(fields, "run"), RunStatus(_s(fields, "status")),
-                        _s(fields, "output"), _s(fields, "error"), ts)
+                        _s(fields, "output"), _s(fields, "error"), ts,
+                        function_id=_s(fields, "fn"), app_id=_s(fields, "app"),
+                        lease_id=_s(fields, "lease"), ready_ms=_ms(fields, "ready"),
+                        started_ms=_ms(fields, "started"),
+                        attempt=int(_s(fields, "attempt") or 0))
     return None

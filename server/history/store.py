@@ -120,6 +120,7 @@ def function_config_to_json(config: FunctionConfig) -> str:
             "name": config.name,
             "triggers": [_trigger_to_dict(t) for t in config.triggers],
             "retries": config.retries,
+            "url": config.url,
         },
         separators=(",", ":"),
     )
@@ -134,6 +135,7 @@ def function_config_from_json(text: str) -> FunctionConfig:
         name=str(raw["name"]),
         triggers=tuple(_trigger_from_dict(t) for t in raw["triggers"]),
         retries=int(raw["retries"]),
+        url=str(raw.get("url", "")),
     )
 
 
@@ -179,6 +181,7 @@ async def insert_events(engine: AsyncEngine, events: Sequence[Event], received_a
                 "ts_ms": e.ts_ms,
                 "idempotency_key": e.idempotency_key,
                 "received_at_ms": received_at_ms,
+                "traceparent": e.traceparent,
             }
         )
     stmt = insert(engine, EVENTS).on_conflict_do_nothing(index_elements=["id"])

@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aredis
 import structlog
@@ -29,9 +29,14 @@ from server.history.records import (
     StepRecorded,
     decode,
 )
+from server.history.spans import finished_roots
 from server.keys import Keys, ShardKeys
 from server.tasks import raise_if_cancelling
 from server.types import RunStatus
+
+if TYPE_CHECKING:
+    # Only a type here: server.telemetry imports history records, which import this package.
+    from server.telemetry.telemetry import Telemetry
 
 GROUP = "history"
 _BATCH = 1000
@@ -94,9 +99,11 @@ class _Changes:
     steps: list[dict[str, Any]] = field(default_factory=list)
     ended: dict[str, dict[str, Any]] = field(default_factory=dict)
     count: int = 0
+    records: list[Record] = field(default_factory=list)
 
     def add(self, shard: int, entry_id: str, record: Record) -> None:
         self.count += 1
+        self.records.append(record)
         if isinstance(record, RunCreated):
             self.created.setdefault(
                 record.run_id,
@@ -129,28 +136,42 @@ class _Changes:
                     "output_json": record.output_json or None,
                     "error_json": record.error_json or None,
                     "ended_at_ms": record.ts_ms,
+                    # What the attempt's spans are rebuilt from (server/history/spans.py).
+                    "lease_id": record.lease_id,
+                    "ready_at_ms": record.ready_ms,
+                    "started_at_ms": record.started_ms,
+                    "until_ms": record.until_ms,
                 }
             )
         else:
             # Stream order: the last end of a run wins.
+            final = record.status is RunStatus.COMPLETED
             self.ended[record.run_id] = {
                 "id": record.run_id,
                 "status": record.status.value,
                 "output_json": record.output_json or None,
                 "error_json": record.error_json or None,
                 "ended_at_ms": record.ts_ms,
+                # A completed function's last attempt has no step row: its span's values.
+                "final_lease_id": record.lease_id if final else "",
+                "final_attempt": record.attempt if final else None,
+                "final_ready_at_ms": record.ready_ms if final else None,
+                "final_started_at_ms": record.started_ms if final else None,
             }
 
 
 class HistoryWriter:
     """Consumer `consumer` of group "history" on every shard's history stream."""
 
-    def __init__(self, redis: aredis.Redis, engine: AsyncEngine, keys: Keys, consumer: str) -> None:
+    def __init__(self, redis: aredis.Redis, engine: AsyncEngine, keys: Keys, consumer: str,
+                 telemetry: Telemetry | None = None) -> None:
         self._redis = redis
         self._engine = engine
         self._consumer = consumer
         self._shards = {s.history: s for s in keys.all_shards()}
         self._upserts = _upserts(engine)
+        # Run metrics, and the spans OTLP gets, are derived from the records here.
+        self._telemetry = telemetry
 
     async def run(self) -> None:
         """Drains the streams until cancelled; outages of Redis or SQL are waited out."""
@@ -250,6 +271,10 @@ class HistoryWriter:
             ]:
                 if rows:
                     await conn.execute(stmt, rows)
+            tracing = self._telemetry is not None and self._telemetry.tracing
+            # A root span is exported once its run's creation and end are both written.
+            roots = await finished_roots(
+                conn, [*changes.created, *changes.ended]) if tracing else []
         async with asyncio.timeout(_REDIS_TIMEOUT_S):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for stream, entries in batch.items():
@@ -258,6 +283,8 @@ class HistoryWriter:
                         pipe.xack(stream, GROUP, *ids)
                         pipe.xdel(stream, *ids)
                 await pipe.execute()
+        if self._telemetry is not None:
+            self._telemetry.history_written(changes.records, roots)
         return changes.count
 
     @staticmethod
@@ -313,6 +340,10 @@ def _upserts(engine: AsyncEngine) -> tuple[Insert, Insert, Insert, Insert]:
             "output_json": x.output_json,
             "error_json": x.error_json,
             "ended_at_ms": x.ended_at_ms,
+            "final_lease_id": x.final_lease_id,
+            "final_attempt": x.final_attempt,
+            "final_ready_at_ms": x.final_ready_at_ms,
+            "final_started_at_ms": x.final_started_at_ms,
         },
     )
     steps = insert(engine, STEP_ATTEMPTS).on_conflict_do_nothing(index_elements=["id"])

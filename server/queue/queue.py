@@ -50,7 +50,7 @@ def job_from_reply(
     function_id: str | None = None,
 ) -> Job:
     """Builds a Job from a lease reply entry."""
-    jid, lease, rid, fn, attempt, max_attempts, event, expires, flat = item
+    jid, lease, rid, fn, attempt, max_attempts, event, expires, flat, target = item
     steps_flat = list(flat)  # type: ignore[call-overload]
     steps = {_s(steps_flat[i]): steps_flat[i + 1] for i in range(0, len(steps_flat), 2)}
     return Job(
@@ -63,6 +63,7 @@ def job_from_reply(
         event_json=event if isinstance(event, bytes) else str(event).encode(),
         steps=steps,
         lease_expires_at_ms=int(expires),  # type: ignore[call-overload]
+        target_step=_s(target),  # type: ignore[arg-type]
     )
 
 

@@ -24,8 +24,11 @@ class FunctionIndex:
         self._functions: dict[FunctionId, FunctionConfig] = {}
         self._exact: dict[str, list[Candidate]] = {}
         self._wildcards: list[tuple[str, Candidate]] = []
+        # Moves on every replace(), so readers can cache what they derive from the index.
+        self.generation = 0
 
     def replace(self, functions: Iterable[FunctionConfig]) -> None:
+        self.generation += 1
         self._functions = {f.id: f for f in functions}
         exact: dict[str, list[Candidate]] = {}
         wildcards: list[tuple[str, Candidate]] = []

@@ -36,6 +36,7 @@ from server.types import (
     Sleep,
     StepCompleted,
     StepFailed,
+    StepsPlanned,
 )
 
 _PKG = "server.state"
@@ -86,7 +87,8 @@ class StateStore:
         self._settings = settings
         self._scripts = {
             name: load_script(redis, _PKG, name, prelude="_prelude")
-            for name in ("step_completed", "step_failed", "sleep", "run_completed", "run_failed")
+            for name in ("step_completed", "step_failed", "sleep", "run_completed", "run_failed",
+                         "steps_planned")
         }
         self._cancel = load_script(redis, _PKG, "cancel_run")
 
@@ -109,9 +111,10 @@ class StateStore:
                 sk = self._keys.for_run(job.run_id)
                 await self._scripts[name](
                     keys=[sk.run(job.run_id), sk.steps(job.run_id), sk.job(job.job_id), sk.leased,
-                          sk.ready(job.function_id), sk.history, sk.lease_seq],
+                          sk.ready(job.function_id), sk.history, sk.lease_seq,
+                          sk.stack(job.run_id), sk.planned(job.run_id)],
                     args=[job.job_id, job.lease_id, now_ms, relock_expires,
-                          self._settings.finished_run_ttl_s, *args],
+                          self._settings.finished_run_ttl_s, sk.job_prefix, *args],
                     client=pipe,
                 )
             replies = await pipe.execute(raise_on_error=False)
@@ -131,6 +134,8 @@ class StateStore:
             return "sleep", [op.step_id, op.name, op.until_ms]
         if isinstance(op, RunCompleted):
             return "run_completed", [op.output_json]
+        if isinstance(op, StepsPlanned):
+            return "steps_planned", list(op.step_ids)
         retry_at = now_ms + max(op.retry_after_ms, self.backoff_ms(job.attempt))
         return "run_failed", [error_json(op.error), int(op.non_retriable), FUNCTION_STEP_ID,
                               retry_at]
@@ -142,18 +147,23 @@ class StateStore:
             return Applied(Outcome.STALE, error="lease no longer current")
         if reply == -3:
             return Applied(Outcome.NOT_RUNNING, error="run no longer running")
+        if reply == -4:
+            return Applied(Outcome.STALE, error="a planned step's job cannot plan steps")
         check(reply, "apply")
         if isinstance(op, RunCompleted) or (isinstance(op, RunFailed) and reply == 3):
             return Applied(Outcome.FINISHED)
         failed = isinstance(op, StepFailed | RunFailed)
         if isinstance(reply, list):
-            lease, attempt, max_attempts, event, flat = reply
+            lease, attempt, max_attempts, event, flat, next_id, target = reply
             steps = {_s(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+            # The next job may be another one of the run: the last planned step to end
+            # continues with the run's main job.
             next_job = Job(
-                job_id=job.job_id, lease_id=LeaseId(_s(lease)), run_id=job.run_id,
+                job_id=JobId(_s(next_id)), lease_id=LeaseId(_s(lease)), run_id=job.run_id,
                 function_id=job.function_id, attempt=int(attempt),
                 max_attempts=int(max_attempts), event_json=event, steps=steps,
-                lease_expires_at_ms=relock_expires,
+                lease_expires_at_ms=relock_expires, traceparent=job.traceparent,
+                tracestate=job.tracestate, target_step=_s(target),
             )
             # A retry keeps counting attempts; a memoised error starts the next step at 0.
             return Applied(Outcome.CONTINUED, next_job=next_job,
@@ -165,12 +175,19 @@ class StateStore:
         sk = self._keys.for_run(run_id)
         reply = check(
             await self._cancel(
-                keys=[sk.run(run_id), sk.steps(run_id), sk.leased, sk.history],
+                keys=[sk.run(run_id), sk.steps(run_id), sk.leased, sk.history, sk.stack(run_id),
+                      sk.planned(run_id)],
                 args=[run_id, now_ms, sk.tag, self._settings.finished_run_ttl_s, run_id],
             ),
             f"run {run_id}",
         )
         return RunStatus(_s(reply[0])), bool(int(reply[1]))
+
+    async def stack(self, run_id: RunId) -> list[str]:
+        """The run's step ids in the order they were memoised."""
+        async with asyncio.timeout(REDIS_CALL_S):
+            raw = await self._redis.lrange(self._keys.for_run(run_id).stack(run_id), 0, -1)
+        return [_s(v) for v in raw]
 
     async def get_run(self, run_id: RunId) -> RunState | None:
         sk = self._keys.for_run(run_id)

@@ -53,8 +53,11 @@ def free_port() -> int:
 
 def settings_for(backend: str, tmp: Path, redis_url: str = "", database_url: str = "",
                  **overrides: Any) -> Settings:
+    # Production mode refuses events whose key it does not know: the tests post to these.
+    # No discovery: a test never syncs an app it did not start itself.
     base: dict[str, Any] = dict(http_port=0, grpc_port=0, backoff_base_ms=50,
-                                backoff_max_ms=500, lease_ms=3000, heartbeat_interval_ms=500)
+                                backoff_max_ms=500, lease_ms=3000, heartbeat_interval_ms=500,
+                                event_keys="key,dev", sdk_discovery=False)
     base.update(overrides)
     if backend == "embedded":
         return Settings(mode=Mode.DEV, data_dir=tmp / ".plait", **base)

@@ -29,6 +29,7 @@ from server.errors import InvalidArgument, PlaitError, grpc_status
 from server.executor.executor import Executor
 from server.runner.registry import Registry
 from server.state import Outcome
+from server.telemetry.telemetry import Telemetry, outcome_of
 from server.types import ConnectionId, FunctionId, Job, JobId, Opcode, RunId
 
 log = structlog.get_logger(__name__)
@@ -54,10 +55,12 @@ class _Connection:
 class GrpcDriver(queue_pb2_grpc.QueueServiceServicer):
     """The QueueService servicer, and the executor's driver for gRPC workers."""
 
-    def __init__(self, executor: Executor, registry: Registry, settings: Settings) -> None:
+    def __init__(self, executor: Executor, registry: Registry, settings: Settings,
+                 telemetry: Telemetry | None = None) -> None:
         self._executor = executor
         self._registry = registry
         self._settings = settings
+        self._telemetry = telemetry or Telemetry()
         self._connections: dict[ConnectionId, _Connection] = {}
         self._events = EventCache()
         self._round_robin = itertools.count()
@@ -86,6 +89,8 @@ class GrpcDriver(queue_pb2_grpc.QueueServiceServicer):
                 unplaced.append(job)
                 continue
             conn.held[job.job_id] = job
+            if self._telemetry.tracing:
+                self._telemetry.dispatch_started(job, "grpc", conn.id)
             batches.setdefault(conn.id, []).append(self._job_pb(conn, job))
         for conn_id, batch in batches.items():
             self._connections[conn_id].outbox.put_nowait(
@@ -97,6 +102,7 @@ class GrpcDriver(queue_pb2_grpc.QueueServiceServicer):
             for job_id, job in list(conn.held.items()):
                 if job.run_id == run_id:
                     del conn.held[job_id]
+                    self._telemetry.dispatch_ended(job, "cancelled")
                     conn.outbox.put_nowait(queue_pb2.ConnectResponse(
                         cancel=queue_pb2.Cancel(job_ids=[job_id])))
                     self._executor.capacity_changed()
@@ -132,6 +138,7 @@ class GrpcDriver(queue_pb2_grpc.QueueServiceServicer):
                                 "register: the first message must be register")
         self._connections[conn.id] = conn
         self._executor.capacity_changed()
+        self._telemetry.worker_connected(conn.app_id, 1)
         log.info("worker.connected", connection_id=conn.id, app_id=conn.app_id,
                  max_jobs=conn.max_jobs)
         # The reader is owned by this handler: it ends the outbox when the worker's side
@@ -148,6 +155,9 @@ class GrpcDriver(queue_pb2_grpc.QueueServiceServicer):
             del self._connections[conn.id]
             held = list(conn.held.values())
             conn.held.clear()
+            self._telemetry.worker_connected(conn.app_id, -1)
+            for job in held:
+                self._telemetry.dispatch_ended(job, "released", error="the worker disconnected")
             await asyncio.shield(self._executor.release(held))
             log.info("worker.disconnected", connection_id=conn.id, released=len(held))
 
@@ -205,6 +215,8 @@ class GrpcDriver(queue_pb2_grpc.QueueServiceServicer):
                 log.info("result.stale", connection_id=conn.id, job_id=result.job_id)
                 continue
             items.append((job, result.opcodes[0]))
+            if self._telemetry.tracing:
+                self._telemetry.dispatch_ended(job, outcome_of(result.opcodes[0]))
         if not items:
             return
         # The slots stay taken until the results are committed: the worker's credit bounds
@@ -215,6 +227,8 @@ class GrpcDriver(queue_pb2_grpc.QueueServiceServicer):
             conn.held.pop(job.job_id, None)
             if outcome.outcome is Outcome.CONTINUED and outcome.next_job is not None:
                 conn.held[outcome.next_job.job_id] = outcome.next_job
+                if self._telemetry.tracing:
+                    self._telemetry.dispatch_started(outcome.next_job, "grpc", conn.id)
                 follow_ups.append(self._job_pb(conn, outcome.next_job))
         if follow_ups:
             conn.outbox.put_nowait(queue_pb2.ConnectResponse(jobs=queue_pb2.Jobs(jobs=follow_ups)))

@@ -4,8 +4,11 @@
 -- ARGV[1] now_ms  ARGV[2] lease_ms  ARGV[3] total to lease  ARGV[4] shard key tag
 -- ARGV[5..] per-function caps, aligned with KEYS[4..]
 -- Returns {jobs, next_due_ms}: each job {job_id, lease_id, run_id, function_id, attempt,
--- max_attempts, event_json, expires_ms, {step_id, memo, ...}}; next_due_ms is the earliest
--- score left in those ready sets, -1 when they are empty.
+-- max_attempts, event_json, expires_ms, {step_id, memo, ...}, step}, where step is the planned
+-- step a job runs ('' for a run's main job); next_due_ms is the earliest score left in those
+-- ready sets, -1 when they are empty.
+-- A leased job's hash keeps `ready` (when it became runnable) and `leased` (now), which the
+-- opcode scripts copy into the attempt's history record for its spans.
 local leased, counter, history = KEYS[1], KEYS[2], KEYS[3]
 local now = tonumber(ARGV[1])
 local expires = now + tonumber(ARGV[2])
@@ -25,23 +28,27 @@ while remaining > 0 and #active > 0 do
     if remaining <= 0 then break end
     local take = math.min(chunk, caps[i], remaining)
     local ready = KEYS[3 + i]
-    local ids = redis.call('ZRANGEBYSCORE', ready, '-inf', now, 'LIMIT', 0, take)
-    for _, id in ipairs(ids) do
+    local ids = redis.call('ZRANGEBYSCORE', ready, '-inf', now, 'WITHSCORES', 'LIMIT', 0, take)
+    for j = 1, #ids, 2 do
+      local id = ids[j]
       redis.call('ZREM', ready, id)
       local jk = tag .. ':job:' .. id
-      local job = redis.call('HMGET', jk, 'run', 'fn', 'attempt')
+      local job = redis.call('HMGET', jk, 'run', 'fn', 'attempt', 'step')
       local rk = job[1] and (tag .. ':run:' .. job[1])
-      local run = rk and redis.call('HMGET', rk, 'status', 'event', 'max') or {}
+      local run = rk and redis.call('HMGET', rk, 'status', 'event', 'max', 'created') or {}
       if run[1] == 'queued' or run[1] == 'running' then
         local lease = tostring(redis.call('INCR', counter))
-        redis.call('HSET', jk, 'lease', lease)
+        -- A new run's first job is queued at 0, "at once": it waited since the run's creation.
+        local ready_at = math.max(tonumber(ids[j + 1]), tonumber(run[4]) or 0)
+        redis.call('HSET', jk, 'lease', lease, 'ready', ready_at, 'leased', now)
         redis.call('ZADD', leased, expires, id)
         if run[1] == 'queued' then
           redis.call('HSET', rk, 'status', 'running', 'started', now)
-          redis.call('XADD', history, '*', 'k', 'start', 'run', job[1], 'ts', now)
+          redis.call('XADD', history, '*', 'k', 'start', 'run', job[1], 'ts', now, 'fn', job[2])
         end
         local steps = redis.call('HGETALL', rk .. ':steps')
-        out[#out + 1] = {id, lease, job[1], job[2], job[3], run[3], run[2], expires, steps}
+        out[#out + 1] = {id, lease, job[1], job[2], job[3], run[3], run[2], expires, steps,
+          job[4] or ''}
         caps[i] = caps[i] - 1
         remaining = remaining - 1
       else
@@ -49,7 +56,7 @@ while remaining > 0 and #active > 0 do
         redis.call('DEL', jk)
       end
     end
-    if #ids == take and caps[i] > 0 then still[#still + 1] = i end
+    if #ids == 2 * take and caps[i] > 0 then still[#still + 1] = i end
   end
   active = still
 end

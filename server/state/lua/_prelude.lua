@@ -1,20 +1,26 @@
 -- Prelude of every opcode script (prepended by the loader): fencing and the shared moves.
 -- KEYS[1] run hash  KEYS[2] steps hash  KEYS[3] job hash  KEYS[4] leased zset
 -- KEYS[5] ready zset of the function  KEYS[6] history stream  KEYS[7] lease counter
+-- KEYS[8] stack list (step ids in the order they were memoised)
+-- KEYS[9] planned set (step ids planned to run as their own jobs, not yet memoised)
 -- ARGV[1] job_id  ARGV[2] lease_id  ARGV[3] now_ms  ARGV[4] relock expiry ms (0: never)
--- ARGV[5] finished-run ttl s; the script's own arguments start at ARGV[6].
+-- ARGV[5] finished-run ttl s  ARGV[6] job key prefix of the shard;
+-- the script's own arguments start at ARGV[7].
+-- A run has one main job (id = run id) and, while parallel steps run, one job per planned
+-- step (id = "<run id>:<step id>", its hash names the step in `step`).
 -- Failures: -2 the lease is stale (result dropped), -3 the run is no longer running.
-local run, steps, job, leased, ready, history, counter =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local run, steps, job, leased, ready, history, counter, stack, planned =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local job_id, lease_id, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local relock_expires, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
-local held = redis.call('HMGET', job, 'lease', 'attempt', 'run')
+local relock_expires, ttl, job_prefix = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local held = redis.call('HMGET', job, 'lease', 'attempt', 'run', 'step', 'ready', 'leased')
 if lease_id == '' or held[1] ~= lease_id then
   return -2
 end
 local attempt = tonumber(held[2])
 local run_id = held[3]
-local meta = redis.call('HMGET', run, 'status', 'max', 'event')
+local target = held[4] or ''  -- '' for the main job, else the planned step this job runs
+local meta = redis.call('HMGET', run, 'status', 'max', 'event', 'fn', 'app')
 if meta[1] ~= 'running' then
   redis.call('ZREM', leased, job_id)
   redis.call('DEL', job)
@@ -22,34 +28,90 @@ if meta[1] ~= 'running' then
 end
 local max_attempts = tonumber(meta[2])
 
-local function record_step(step_id, name, status, step_attempt, output, err)
-  redis.call('XADD', history, '*', 'k', 'step', 'run', run_id, 'step', step_id, 'name', name,
-    'attempt', step_attempt, 'status', status, 'output', output, 'error', err, 'ts', now)
+-- The attempt's function, app, lease and times, for its spans (server/telemetry/spans.py):
+-- `ready` is '' when the job was relocked, i.e. it never waited in a ready set.
+local function attempt_fields()
+  return 'fn', meta[4] or '', 'app', meta[5] or '', 'lease', lease_id, 'ready', held[5] or '',
+    'started', held[6] or ''
 end
 
--- Schedules the job's next attempt at `at`. When it is due now and the caller can take it,
+local function record_step(step_id, name, status, step_attempt, output, err, until_ms)
+  redis.call('XADD', history, '*', 'k', 'step', 'run', run_id, 'step', step_id, 'name', name,
+    'attempt', step_attempt, 'status', status, 'output', output, 'error', err, 'ts', now,
+    'until', until_ms or '', attempt_fields())
+end
+
+-- Stores a step's memo; the stack keeps the order steps were first memoised in.
+local function memoise(step_id, memo)
+  if redis.call('HSET', steps, step_id, memo) == 1 then
+    redis.call('RPUSH', stack, step_id)
+  end
+end
+
+-- Schedules job `id` (hash `key`) at `at`. When it is due now and the caller can take it,
 -- the job stays leased under a new lease id and its payload is returned, saving a lease
--- round trip between steps.
-local function continue_at(at, next_attempt)
+-- round trip between steps: {lease, attempt, max_attempts, event, steps, job_id, step}.
+local function continue_job(key, id, step, at, next_attempt)
   if relock_expires > 0 and at <= now then
     local lease = tostring(redis.call('INCR', counter))
-    redis.call('HSET', job, 'lease', lease, 'attempt', next_attempt)
-    redis.call('ZADD', leased, relock_expires, job_id)
-    return {lease, next_attempt, max_attempts, meta[3], redis.call('HGETALL', steps)}
+    redis.call('HSET', key, 'lease', lease, 'attempt', next_attempt, 'ready', '', 'leased', now)
+    redis.call('ZADD', leased, relock_expires, id)
+    return {lease, next_attempt, max_attempts, meta[3], redis.call('HGETALL', steps), id, step}
   end
-  redis.call('HSET', job, 'lease', '', 'attempt', next_attempt)
-  redis.call('ZREM', leased, job_id)
-  redis.call('ZADD', ready, at, job_id)
+  redis.call('HSET', key, 'lease', '', 'attempt', next_attempt)
+  redis.call('ZREM', leased, id)
+  redis.call('ZADD', ready, at, id)
   return 1
+end
+
+-- Schedules this job's next attempt at `at` (see continue_job).
+local function continue_at(at, next_attempt)
+  return continue_job(job, job_id, target, at, next_attempt)
+end
+
+-- The job's step is memoised: the main job runs the function again now; a planned step's
+-- job ends, and the last planned step to end wakes the main job.
+local function advance()
+  if target == '' then
+    return continue_at(now, 0)
+  end
+  redis.call('SREM', planned, target)
+  redis.call('ZREM', leased, job_id)
+  redis.call('DEL', job)
+  if redis.call('SCARD', planned) > 0 then
+    return 1
+  end
+  return continue_job(job_prefix .. run_id, run_id, '', now, 0)
+end
+
+-- Drops this job, the jobs of planned steps that have not ended, and the waiting main job.
+local function drop_jobs()
+  if redis.call('EXISTS', planned) == 1 then
+    for _, step_id in ipairs(redis.call('SMEMBERS', planned)) do
+      local id = run_id .. ':' .. step_id
+      redis.call('ZREM', ready, id)
+      redis.call('ZREM', leased, id)
+      redis.call('DEL', job_prefix .. id)
+    end
+    redis.call('DEL', planned)
+  end
+  if target ~= '' then
+    redis.call('ZREM', ready, run_id)
+    redis.call('ZREM', leased, run_id)
+    redis.call('DEL', job_prefix .. run_id)
+  end
+  redis.call('ZREM', leased, job_id)
+  redis.call('DEL', job)
 end
 
 local function finish(status, output, err)
   redis.call('HSET', run, 'status', status, 'ended', now, 'output', output, 'error', err)
-  redis.call('ZREM', leased, job_id)
-  redis.call('DEL', job)
+  drop_jobs()
   redis.call('EXPIRE', run, ttl)
   redis.call('EXPIRE', steps, ttl)
+  redis.call('EXPIRE', stack, ttl)
+  -- The end carries this job's attempt: a completed function's last attempt has no step record.
   redis.call('XADD', history, '*', 'k', 'end', 'run', run_id, 'status', status,
-    'output', output, 'error', err, 'ts', now)
+    'output', output, 'error', err, 'ts', now, 'attempt', attempt, attempt_fields())
   return 1
 end

@@ -1,4 +1,4 @@
 -- The function returned: the run is completed with its output.
--- ARGV[6] output_json
+-- ARGV[7] output_json
 -- Returns 1.
-return finish('completed', ARGV[6], '')
+return finish('completed', ARGV[7], '')

@@ -1,0 +1,168 @@
+"""Syncing Inngest SDK apps by URL, as the Inngest dev server does.
+
+Syncing an app is a `PUT` to its serve URL; the SDK answers it by registering its functions
+with `POST /fn/register` (out-of-band sync) and relays the result. Apps come from
+`--sdk-url` / `-u`, from the sync API, and in dev mode from discovery: a cheap scan of the usual
+local ports for an answer carrying `X-Inngest-SDK`. Every known URL is probed on each pass, and
+an app that disappears and comes back (a restart with new code) is synced again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import structlog
+
+from server import __version__
+from server.config import Mode, Settings
+from server.drivers.http import signing
+from server.drivers.http._jcs import canonical
+from server.drivers.http._request import server_kind
+from server.tasks import raise_if_cancelling
+
+log = structlog.get_logger(__name__)
+
+# The Inngest dev server's candidates (pkg/devserver/discovery), minus the TLS port.
+DISCOVERY_PORTS = (80, *range(3000, 3011), 5000, 5173, 8000, 8080, 8081, 8888,
+                   *range(8910, 8916))
+DISCOVERY_PATHS = ("/api/inngest", "/x/inngest", "/.netlify/functions/inngest",
+                   "/.redwood/functions/inngest")
+PASS_INTERVAL_S = 3.0
+PORT_TIMEOUT_S = 0.5
+PROBE_TIMEOUT_S = 2.0
+SYNC_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    url: str
+    ok: bool
+    status: int  # the app's HTTP status (0: unreachable)
+    error: str = ""
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+def _message(body: dict[str, Any], fallback: str) -> str:
+    for key in ("error", "message"):
+        value = body.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return fallback
+
+
+def _is_sdk(response: httpx.Response) -> bool:
+    # An SDK that refused our signature strips its X-Inngest-* headers but this one.
+    return "x-inngest-sdk" in response.headers or "x-inngest-sdk-handled" in response.headers
+
+
+class AppSync:
+    def __init__(self, settings: Settings, own_port: int = 0,
+                 ports: Iterable[int] = DISCOVERY_PORTS) -> None:
+        self._settings = settings
+        self._own_port = own_port
+        self._ports = tuple(p for p in ports if p != own_port)
+        self._client: httpx.AsyncClient | None = None
+        # URL -> whether it answered the last probe and has been synced since it came up.
+        self._watched: dict[str, bool] = dict.fromkeys(settings.sdk_url_list, False)
+
+    def _headers(self, body: bytes) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "User-Agent": f"plait/{__version__}",
+                   "X-Inngest-Server-Kind": server_kind(self._settings)}
+        if self._settings.signing_key:
+            headers["X-Inngest-Signature"] = signing.sign(body, self._settings.signing_key)
+        return headers
+
+    async def sync(self, url: str) -> SyncResult:
+        """Asks the app at `url` to register its functions; reports what it answered."""
+        body = canonical({"url": url})
+        async with httpx.AsyncClient(timeout=SYNC_TIMEOUT_S) as client:
+            try:
+                response = await client.put(url, content=body, headers=self._headers(body))
+            except httpx.HTTPError as e:
+                return SyncResult(url, False, 0, f"{url} is unreachable: {e or type(e).__name__}")
+        try:
+            parsed = json.loads(response.content) if response.content else {}
+        except ValueError:
+            parsed = {}
+        answer = parsed if isinstance(parsed, dict) else {}
+        if not _is_sdk(response):
+            return SyncResult(url, False, response.status_code,
+                              f"{url} answered HTTP {response.status_code} without an "
+                              "X-Inngest-SDK header: not an Inngest SDK endpoint", answer)
+        # py relays a failed registration with HTTP 200 and {"ok": false, "error"}; js turns
+        # it into its HTTP status.
+        if response.status_code != 200 or answer.get("ok") is False:
+            return SyncResult(url, False, response.status_code,
+                              _message(answer, f"the app answered HTTP {response.status_code}"),
+                              answer)
+        self._watched[url] = True
+        log.info("app.synced", url=url, modified=answer.get("modified"))
+        return SyncResult(url, True, 200, body=answer)
+
+    async def _present(self, url: str) -> bool:
+        if self._client is None:
+            async with httpx.AsyncClient(timeout=PROBE_TIMEOUT_S) as client:
+                self._client = client
+                try:
+                    return await self._present(url)
+                finally:
+                    self._client = None
+        try:
+            response = await self._client.get(url, headers=self._headers(b""))
+        except httpx.HTTPError:
+            return False
+        return _is_sdk(response)
+
+    async def _open(self, port: int) -> bool:
+        try:
+            async with asyncio.timeout(PORT_TIMEOUT_S):
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        return True
+
+    async def discover(self) -> list[str]:
+        """Serve URLs of SDK apps on the usual local ports (the open ones only)."""
+        opened = await asyncio.gather(*(self._open(p) for p in self._ports))
+        found = []
+        for port, is_open in zip(self._ports, opened, strict=True):
+            if not is_open:
+                continue
+            for path in DISCOVERY_PATHS:
+                url = f"http://127.0.0.1:{port}{path}"
+                if await self._present(url):
+                    found.append(url)
+                    break
+        return found
+
+    async def run_pass(self) -> None:
+        """One pass: discover (dev), then sync every known app that came up since the last."""
+        if self._settings.mode is Mode.DEV and self._settings.sdk_discovery:
+            for url in await self.discover():
+                self._watched.setdefault(url, False)
+        for url, synced in list(self._watched.items()):
+            if not await self._present(url):
+                self._watched[url] = False
+            elif not synced:
+                result = await self.sync(url)
+                if not result.ok:
+                    log.warning("app.sync_failed", url=url, status=result.status,
+                                error=result.error)
+
+    async def run(self) -> None:
+        """The sync role: a pass now, then one every few seconds."""
+        async with httpx.AsyncClient(timeout=PROBE_TIMEOUT_S) as client:
+            self._client = client
+            while True:
+                raise_if_cancelling()
+                try:
+                    await self.run_pass()
+                except Exception:  # one bad answer must not stop the server's roles
+                    log.exception("app.sync_pass_failed")
+                await asyncio.sleep(PASS_INTERVAL_S)

@@ -1,0 +1,237 @@
+"""An Inngest SDK app's answer to one request, as one opcode of the shared model.
+
+200 is the function's return value, 206 a list of ops (a step ran, failed, was planned, a
+sleep…), 201 a keepalive stream wrapping one of those, anything else an error whose
+`X-Inngest-No-Retry` and `Retry-After` headers decide the retry.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from server.types import (
+    ErrorInfo,
+    Job,
+    Opcode,
+    RunCompleted,
+    RunFailed,
+    Sleep,
+    StepCompleted,
+    StepFailed,
+    StepId,
+    StepsPlanned,
+)
+
+MAX_STEP_ID_BYTES = 512
+MAX_SLEEP_MS = 366 * 24 * 3600 * 1000
+MAX_RETRY_AFTER_MS = 24 * 3600 * 1000
+_UNIT_MS = {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "ms": 1, "s": 1000, "m": 60_000,
+            "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d|w)")
+_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h|d|w))+$")
+
+
+class _Unsupported(Exception):
+    """The SDK sent something Plait does not run (yet); the run fails saying what."""
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _text(body: bytes, limit: int = 300) -> str:
+    text = body.decode(errors="replace").strip()
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def duration_ms(text: str) -> int | None:
+    """Go-style durations with days and weeks ("2s", "1h30m", "500ms", "2d"); None if not one."""
+    if not _DURATION.match(text):
+        return None
+    return int(sum(float(n) * _UNIT_MS[u] for n, u in _DURATION_PART.findall(text)))
+
+
+def _time_ms(text: str) -> int | None:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            moment = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def retry_after_ms(value: str | None, now_ms: int) -> int:
+    """`Retry-After` as the SDKs send it: seconds (js) or an ISO / HTTP date (py)."""
+    if not value:
+        return 0
+    value = value.strip()
+    if len(value) <= 7 and value.isdigit():
+        delay = int(value) * 1000
+    else:
+        at = _time_ms(value)
+        delay = 0 if at is None else at - now_ms
+    return max(0, min(delay, MAX_RETRY_AFTER_MS))
+
+
+def sleep_until_ms(op: dict[str, Any], now_ms: int) -> int:
+    """A Sleep op's wake-up time: `name` (or `opts.duration`) is an ISO time or a duration."""
+    opts = op.get("opts") if isinstance(op.get("opts"), dict) else {}
+    raw = op.get("name") if isinstance(op.get("name"), str) and op.get("name") else None
+    if raw is None and isinstance(opts, dict):
+        raw = opts.get("duration")
+    if not isinstance(raw, str) or not raw:
+        raise _Unsupported("a Sleep op without a time or duration in `name`")
+    if len(raw) >= 10:
+        at = _time_ms(raw)
+        if at is not None:
+            return min(at, now_ms + MAX_SLEEP_MS)
+    delay = duration_ms(raw)
+    if delay is None:
+        raise _Unsupported(f"a Sleep op whose `name` {raw!r} is neither a time nor a duration")
+    return now_ms + min(delay, MAX_SLEEP_MS)
+
+
+def _error(raw: Any, fallback: str) -> ErrorInfo:
+    if isinstance(raw, dict):
+        message = raw.get("message")
+        if not isinstance(message, str):
+            error = raw.get("error")
+            message = error if isinstance(error, str) else fallback
+        name = raw.get("name")
+        stack = raw.get("stack")
+        return ErrorInfo(name if isinstance(name, str) and name else "Error", message,
+                         stack if isinstance(stack, str) else "")
+    if isinstance(raw, str) and raw:
+        return ErrorInfo("Error", raw)
+    return ErrorInfo("Error", fallback)
+
+
+def _step_id(op: dict[str, Any], at: str) -> StepId:
+    step_id = op.get("id")
+    if not isinstance(step_id, str) or not 0 < len(step_id.encode()) <= MAX_STEP_ID_BYTES:
+        raise _Unsupported(f"{at}.id must be a string of 1..{MAX_STEP_ID_BYTES} bytes")
+    return StepId(step_id)
+
+
+def _name(op: dict[str, Any], step_id: str) -> str:
+    for key in ("displayName", "name"):
+        value = op.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return step_id
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _one_op(op: dict[str, Any], job: Job, headers: Mapping[str, str], now_ms: int) -> Opcode:
+    kind = op.get("op")
+    if kind in ("StepRun", "Step"):
+        step_id = _step_id(op, "ops[0]")
+        return StepCompleted(step_id, _name(op, step_id), _json(op.get("data")))
+    if kind in ("StepError", "StepFailed"):
+        step_id = _step_id(op, "ops[0]")
+        final = kind == "StepFailed" or _no_retry(headers)
+        return StepFailed(step_id, _name(op, step_id),
+                          _error(op.get("error"), f"step {_name(op, step_id)} failed"),
+                          non_retriable=final,
+                          retry_after_ms=retry_after_ms(headers.get("retry-after"), now_ms))
+    if kind == "Sleep":
+        if job.target_step:
+            raise _Unsupported("a sleep inside parallel steps")
+        step_id = _step_id(op, "ops[0]")
+        return Sleep(step_id, _name(op, step_id), sleep_until_ms(op, now_ms))
+    if kind == "RunComplete":
+        return RunCompleted(_json(op.get("data")))
+    raise _Unsupported(f"the {kind!r} op")
+
+
+def _ops(parsed: Any, job: Job, headers: Mapping[str, str], now_ms: int) -> Opcode:
+    ops = [parsed] if isinstance(parsed, dict) else parsed
+    if not isinstance(ops, list) or not all(isinstance(o, dict) for o in ops):
+        raise _Unsupported("a 206 body that is not a list of op objects")
+    if not ops:
+        return RunFailed(ErrorInfo("EmptyResponse", "the SDK answered 206 with no ops"))
+    if all(o.get("op") == "StepPlanned" for o in ops):
+        if job.target_step:
+            return RunFailed(ErrorInfo(
+                "UnexpectedPlan", "the SDK planned steps while running one planned step"))
+        ids = [_step_id(o, f"ops[{i}]") for i, o in enumerate(ops)]
+        return StepsPlanned(tuple(dict.fromkeys(ids)))
+    if len(ops) > 1:
+        kinds = ", ".join(sorted({str(o.get("op")) for o in ops}))
+        raise _Unsupported(f"several ops at once other than planned steps ({kinds})")
+    return _one_op(ops[0], job, headers, now_ms)
+
+
+def _no_retry(headers: Mapping[str, str]) -> bool:
+    return headers.get("x-inngest-no-retry", "").strip().lower() == "true"
+
+
+def _failure(status: int, headers: Mapping[str, str], body: bytes, now_ms: int) -> RunFailed:
+    try:
+        parsed: Any = json.loads(body) if body.strip() else None
+    except ValueError:
+        parsed = _text(body)
+    error = _error(parsed, f"the SDK answered HTTP {status}")
+    return RunFailed(error, non_retriable=_no_retry(headers),
+                     retry_after_ms=retry_after_ms(headers.get("retry-after"), now_ms))
+
+
+def _unwrap_stream(body: bytes) -> tuple[int, dict[str, str], bytes]:
+    """A 201 answer is keepalive spaces, then {"status", "headers", "body"} of the real one."""
+    wrapped = json.loads(body.strip())
+    if not isinstance(wrapped, dict) or not isinstance(wrapped.get("status"), int):
+        raise ValueError("not a wrapped response")
+    inner = wrapped.get("body", "")
+    raw = inner.encode() if isinstance(inner, str) else _json(inner)
+    headers = wrapped.get("headers")
+    if not isinstance(headers, dict):
+        headers = {}
+    return wrapped["status"], {str(k).lower(): str(v) for k, v in headers.items()}, raw
+
+
+def opcode_from_response(
+    status: int, headers: Mapping[str, str], body: bytes, job: Job, now_ms: int | None = None,
+) -> Opcode:
+    """Maps one SDK response onto an opcode; `headers` must have lower-case names."""
+    now_ms = _now_ms() if now_ms is None else now_ms
+    if "x-inngest-sdk" not in headers:
+        return RunFailed(ErrorInfo(
+            "NotAnSdkResponse",
+            f"HTTP {status} without an X-Inngest-SDK header: {_text(body) or '(empty body)'}"))
+    try:
+        if status == 201:
+            try:
+                status, inner, body = _unwrap_stream(body)
+            except (ValueError, UnicodeDecodeError):
+                return RunFailed(ErrorInfo("BadStream", "a 201 stream without a final response"))
+            headers = {**headers, **inner}
+        if status == 200:
+            try:
+                json.loads(body or b"null")
+            except (ValueError, UnicodeDecodeError):
+                return RunFailed(ErrorInfo("OutputError", "the function's output is not JSON"),
+                                 non_retriable=True)
+            return RunCompleted(body.strip() or b"null")
+        if status == 206:
+            try:
+                parsed = json.loads(body)
+            except (ValueError, UnicodeDecodeError):
+                return RunFailed(ErrorInfo("BadResponse", "a 206 body that is not JSON"))
+            return _ops(parsed, job, headers, now_ms)
+    except _Unsupported as e:
+        return RunFailed(ErrorInfo("Unsupported", f"Plait does not support {e} yet"),
+                         non_retriable=True)
+    return _failure(status, headers, body, now_ms)

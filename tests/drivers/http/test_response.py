@@ -1,0 +1,136 @@
+"""SDK responses as opcodes: the statuses, ops and headers the Inngest SDKs send (pure logic)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from server.drivers.http._response import (
+    duration_ms,
+    opcode_from_response,
+    retry_after_ms,
+)
+from server.types import (
+    FunctionId,
+    Job,
+    JobId,
+    LeaseId,
+    RunCompleted,
+    RunFailed,
+    RunId,
+    Sleep,
+    StepCompleted,
+    StepFailed,
+    StepsPlanned,
+)
+
+NOW = 1_764_000_000_000
+SDK = {"x-inngest-sdk": "inngest-py:v0.5.19"}
+JOB = Job(JobId("r"), LeaseId("1"), RunId("r"), FunctionId("a-f"), 0, 3, b"{}")
+PLANNED_JOB = Job(JobId("r:h"), LeaseId("1"), RunId("r"), FunctionId("a-f"), 0, 3, b"{}",
+                  target_step="h")
+
+
+def _answer(status: int, body: Any, headers: dict[str, str] | None = None,
+            job: Job = JOB) -> Any:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return opcode_from_response(status, {**SDK, **(headers or {})}, raw, job, NOW)
+
+
+def test_a_200_completes_the_run_with_the_body_as_output() -> None:
+    assert _answer(200, {"done": True}) == RunCompleted(b'{"done": true}')
+    assert _answer(200, b"") == RunCompleted(b"null")
+
+
+def test_a_step_run_op_is_a_completed_step_under_its_hashed_id() -> None:
+    op = {"op": "StepRun", "id": "86f7e437", "displayName": "a", "name": "a", "data": {"x": 1}}
+    assert _answer(206, [op]) == StepCompleted("86f7e437", "a", b'{"x":1}')
+    assert _answer(206, {**op, "data": None}) == StepCompleted("86f7e437", "a", b"null")
+
+
+def test_step_errors_retry_unless_final_or_marked_no_retry() -> None:
+    op = {"op": "StepError", "id": "h", "displayName": "s",
+          "error": {"name": "ValueError", "message": "boom", "stack": "tb"}}
+    retried = _answer(206, [op])
+    assert isinstance(retried, StepFailed) and not retried.non_retriable
+    assert retried.error.name == "ValueError" and retried.error.stack == "tb"
+    assert isinstance(final := _answer(206, [{**op, "op": "StepFailed"}]), StepFailed)
+    assert final.non_retriable
+    marked = _answer(206, [op], {"x-inngest-no-retry": "true"})
+    assert isinstance(marked, StepFailed) and marked.non_retriable
+    later = _answer(206, [op], {"retry-after": "30"})
+    assert isinstance(later, StepFailed) and later.retry_after_ms == 30_000
+
+
+def test_planned_steps_are_planned_once_each() -> None:
+    ops = [{"op": "StepPlanned", "id": i, "displayName": i} for i in ("p", "q", "p")]
+    assert _answer(206, ops) == StepsPlanned(("p", "q"))
+    refused = _answer(206, ops, job=PLANNED_JOB)
+    assert isinstance(refused, RunFailed) and not refused.non_retriable
+
+
+def test_sleeps_take_an_iso_time_or_a_duration() -> None:
+    py = {"op": "Sleep", "id": "z", "displayName": "nap", "name": "2025-11-24T16:00:02.000Z"}
+    assert _answer(206, [py]) == Sleep("z", "nap", 1_764_000_002_000)
+    js = {"op": "Sleep", "id": "z", "displayName": "nap", "name": "1m30s"}
+    assert _answer(206, [js]) == Sleep("z", "nap", NOW + 90_000)
+    assert isinstance(_answer(206, [js], job=PLANNED_JOB), RunFailed)
+
+
+@pytest.mark.parametrize(("status", "body", "headers", "non_retriable", "retry_ms"), [
+    (500, {"code": "unknown", "message": "boom", "name": "ValueError", "stack": "tb"}, {},
+     False, 0),
+    (500, {"code": "non_retriable_error", "message": "no", "name": "NonRetriableError"},
+     {"x-inngest-no-retry": "true"}, True, 0),
+    (400, {"name": "NonRetriableError", "message": "no", "__serialized": True},
+     {"x-inngest-no-retry": "true"}, True, 0),
+    (500, {"name": "RetryAfterError", "message": "later"},
+     {"x-inngest-no-retry": "false", "retry-after": "2025-11-24T16:00:10.000Z"}, False, 10_000),
+    (401, {"message": "Unauthorized"}, {}, False, 0),
+])
+def test_other_statuses_are_function_errors_that_the_headers_qualify(
+    status: int, body: Any, headers: dict[str, str], non_retriable: bool, retry_ms: int,
+) -> None:
+    failed = _answer(status, body, headers)
+    assert isinstance(failed, RunFailed)
+    assert failed.non_retriable is non_retriable and failed.retry_after_ms == retry_ms
+    assert failed.error.message == body["message"]
+
+
+def test_an_answer_without_the_sdk_header_is_a_retriable_transport_failure() -> None:
+    failed = opcode_from_response(200, {}, b"<html>proxy</html>", JOB, NOW)
+    assert isinstance(failed, RunFailed) and not failed.non_retriable
+    assert "X-Inngest-SDK" in failed.error.message and "proxy" in failed.error.message
+
+
+def test_a_201_stream_is_unwrapped() -> None:
+    inner = {"status": 206, "headers": {"X-Inngest-No-Retry": "true"},
+             "body": json.dumps([{"op": "StepError", "id": "h", "error": {"message": "x"}}])}
+    answer = b"   " + json.dumps(inner).encode()
+    failed = _answer(201, answer)
+    assert isinstance(failed, StepFailed) and failed.non_retriable
+
+
+@pytest.mark.parametrize("body", [
+    [{"op": "InvokeFunction", "id": "i"}],
+    [{"op": "StepRun", "id": ""}],
+    [{"op": "Sleep", "id": "z", "name": "soon"}],
+    [{"op": "StepRun", "id": "a"}, {"op": "Sleep", "id": "b", "name": "1s"}],
+    {"not": "a list"},
+])
+def test_what_plait_cannot_run_fails_the_run_saying_what(body: Any) -> None:
+    failed = _answer(206, body)
+    assert isinstance(failed, RunFailed) and failed.non_retriable
+    assert failed.error.name == "Unsupported"
+
+
+def test_durations_and_retry_after() -> None:
+    assert duration_ms("2s") == 2000 and duration_ms("1h30m") == 5_400_000
+    assert duration_ms("500ms") == 500 and duration_ms("2d") == 172_800_000
+    assert duration_ms("soon") is None and duration_ms("") is None
+    assert retry_after_ms("7", NOW) == 7000
+    assert retry_after_ms("Mon, 24 Nov 2025 16:00:05 GMT", NOW) == 5000
+    assert retry_after_ms("2020-01-01T00:00:00Z", NOW) == 0
+    assert retry_after_ms("99999", NOW) == 86_400_000
