@@ -97,7 +97,7 @@ class PlaitServer:
         driver = GrpcDriver(executor, registry, s, telemetry)
         executor.add_driver(driver)
         self._driver = driver
-        sdk_driver = HttpDriver(executor, state, index, s)
+        sdk_driver = HttpDriver(executor, state, index, s, telemetry)
         executor.add_driver(sdk_driver)
         ingest = EventIngest(self._engine, self._redis, keys, s, telemetry)
         runner = Runner(self._redis, keys, queue, registry, consumer, executor.wake)
@@ -125,7 +125,8 @@ class PlaitServer:
                 raise OSError(f"cannot bind gRPC to {s.grpc_host}:{s.grpc_port}")
             await self._grpc.start()
 
-        roles: list[Coroutine[Any, Any, None]] = []
+        # Every role makes spans or metrics; the export task sends spans (when tracing).
+        roles: list[Coroutine[Any, Any, None]] = [telemetry.run()]
         http_port = 0
         if "api" in wanted:
             self._http_socket = bind(s.http_host, s.http_port)

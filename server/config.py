@@ -242,6 +242,13 @@ def _validate_otel(s: Settings) -> None:
             raise ConfigError(
                 f"{_otel_source(name)} has value {value!r}: use one of "
                 f"{', '.join(c for c in choices if c)}")
+    for name in ("otel_exporter_otlp_endpoint", "otel_exporter_otlp_traces_endpoint"):
+        value = getattr(s, name)
+        scheme, sep, rest = value.partition("://")
+        if value and ((sep and scheme not in ("http", "https")) or not (rest if sep else value)):
+            raise ConfigError(
+                f"{_otel_source(name)} has value {value!r}: use http(s)://host:port[/path] "
+                "or host:port")
     if s.otel_exporter_otlp_timeout <= 0:
         raise ConfigError(
             f"{_otel_source('otel_exporter_otlp_timeout')} has value "

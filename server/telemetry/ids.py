@@ -44,13 +44,13 @@ def _id(digest: bytes, at: int, size: int) -> int:
     return int.from_bytes(digest[at:at + size], "big") or 1  # zero is invalid in W3C
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=1 << 14)
 def _run_ids(run_id: str) -> tuple[int, int]:
     digest = hashlib.blake2b(f"plait/run/{run_id}".encode(), digest_size=24).digest()
     return _id(digest, 0, 16), _id(digest, 16, 8)
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=1 << 14)
 def _lease_digest(run_id: str, lease_id: str) -> bytes:
     return hashlib.blake2b(f"plait/lease/{run_id}/{lease_id}".encode(), digest_size=32).digest()
 

@@ -1,40 +1,50 @@
-"""OTLP export: the OTEL_* settings resolved, and a batching export thread.
+"""OTLP export: the OTEL_* settings resolved, and spans handed to the OpenTelemetry SDK.
 
-Spans are built with their final ids, parents and times (`spans.py`, `ids.py`) and encoded
-at once (`_wire.py`, a few microseconds each); a thread of their own batches the bytes and
-sends them (`_transport.py`), so the event loop only appends to a queue.
+Spans are built with their final ids, parents and times (`spans.py`, `ids.py`), because a run
+outlives any one process; they are turned into the SDK's ReadableSpan and exported by its
+BatchSpanProcessor and OTLP exporters (gRPC or HTTP), on the SDK's own thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-import threading
-from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlparse
 
+import grpc
 import structlog
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+    OTLPSpanExporter as GrpcSpanExporter,
+)
+from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+    OTLPSpanExporter as HttpSpanExporter,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from server import __version__
 from server.config import Settings
-from server.telemetry._transport import GrpcTransport, HttpTransport, Transport
-from server.telemetry._wire import (
-    KIND_INTERNAL,
-    SpanEvent,
-    SpanLink,
-    Value,
-    encode_request,
-    encode_resource,
-    encode_span,
-)
+from server.tasks import raise_if_cancelling
 from server.telemetry.ids import parse_traceparent
-from server.telemetry.spans import STATUS_ERROR, SpanRow
+from server.telemetry.spans import STATUS_ERROR, STATUS_OK, SpanRow
 
-__all__ = ["OtlpConfig", "SpanExport", "build_transport"]
+__all__ = ["OtlpConfig", "SpanExport", "Value", "build_exporter"]
+
+Value = str | int | bool
+_STATUS = {STATUS_OK: StatusCode.OK, STATUS_ERROR: StatusCode.ERROR}
 
 SPANS_DROPPED = "otlp.spans_dropped"
+EXPORT_BROKEN = "otlp.export_broken"
 _ID_LIMIT = 2**64
 # The queue absorbs a history batch's spans at once (a thousand records make a few thousand
 # spans); spans are dropped only when export falls this far behind.
@@ -107,27 +117,40 @@ class OtlpConfig:
         )
 
 
-def build_transport(config: OtlpConfig) -> Transport:
+def build_exporter(config: OtlpConfig) -> SpanExporter:
+    """The OpenTelemetry SDK's OTLP exporter for the configured protocol."""
     if config.protocol == "grpc":
-        return GrpcTransport(config.endpoint, config.insecure, config.headers, config.timeout_s,
-                             config.gzip)
-    return HttpTransport(config.endpoint, config.headers, config.timeout_s, config.gzip)
+        return GrpcSpanExporter(
+            endpoint=config.endpoint, insecure=config.insecure, headers=dict(config.headers),
+            timeout=config.timeout_s, compression=grpc.Compression.Gzip if config.gzip else None)
+    return HttpSpanExporter(
+        endpoint=config.endpoint, headers=dict(config.headers), timeout=config.timeout_s,
+        compression=HttpCompression.Gzip if config.gzip else HttpCompression.NoCompression)
+
+
+def _context(trace: int, span: int) -> SpanContext:
+    return SpanContext(trace_id=trace % 2**128, span_id=span % _ID_LIMIT, is_remote=False,
+                       trace_flags=TraceFlags(TraceFlags.SAMPLED))
 
 
 class SpanExport:
-    """Finished spans, encoded at once, sent in batches by a thread of their own."""
+    """Finished spans with their final ids and times, handed to the SDK's span processor.
 
-    def __init__(self, config: OtlpConfig, transport: Transport | None = None) -> None:
+    Production uses the SDK's BatchSpanProcessor (its own thread batches and exports off the
+    event loop); an injected exporter (tests) gets each span at once.
+    """
+
+    def __init__(self, config: OtlpConfig, exporter: SpanExporter | None = None) -> None:
         self.config = config
         self._bound = round(config.ratio * _ID_LIMIT)
-        self._transport = transport or build_transport(config)
-        self._head = encode_resource(dict(config.resource), "plait", __version__)
-        self._queue: deque[bytes] = deque()
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self.dropped = 0
-        self._thread = threading.Thread(target=self._run, name="plait-otlp-export", daemon=True)
-        self._thread.start()
+        self._resource = Resource.create(dict(config.resource))
+        self._scope = InstrumentationScope("plait", __version__)
+        self._processor: SpanProcessor = (
+            SimpleSpanProcessor(exporter) if exporter is not None else BatchSpanProcessor(
+                build_exporter(config), max_queue_size=_MAX_QUEUE,
+                max_export_batch_size=_EXPORT_BATCH,
+                schedule_delay_millis=_SCHEDULE_DELAY_S * 1000,
+                export_timeout_millis=config.timeout_s * 1000))
 
     def sampled(self, trace_id: int) -> bool:
         """The same answer for a run in every process: the ratio applies to the trace id."""
@@ -138,59 +161,55 @@ class SpanExport:
         for row in rows:
             if row.end_ms is None or not self.sampled(row.trace):
                 continue
-            events: tuple[SpanEvent, ...] = ()
+            events: tuple[Event, ...] = ()
             if row.error is not None and row.status == STATUS_ERROR:
-                events = (SpanEvent("exception", row.end_ms * 1_000_000, {
+                events = (Event("exception", {
                     "exception.type": row.error.name, "exception.message": row.error.message,
-                    "exception.stacktrace": row.error.stack}),)
+                    "exception.stacktrace": row.error.stack}, row.end_ms * 1_000_000),)
             links = []
             for value in row.links:
                 sender = parse_traceparent(value)
                 if sender is not None:
-                    links.append(SpanLink(sender.trace_id, sender.span_id, {"plait.link": "event"}))
-            self._put(encode_span(
-                row.trace, row.span, row.parent, row.name, KIND_INTERNAL,
-                row.start_ms * 1_000_000, max(row.start_ms, row.end_ms) * 1_000_000,
-                row.attributes, row.status, row.status_message, links, events))
+                    links.append(Link(_context(sender.trace_id, sender.span_id),
+                                      {"plait.link": "event"}))
+            self._emit(row.name, row.trace, row.span, row.parent, row.start_ms * 1_000_000,
+                       max(row.start_ms, row.end_ms) * 1_000_000, row.attributes, row.status,
+                       row.status_message, links=links, events=events)
 
     def span(
         self, name: str, trace_id: int, span_id: int, parent_id: int, start_ns: int,
         end_ns: int, attributes: Mapping[str, Value], status: str, message: str = "", *,
-        kind: int = KIND_INTERNAL,
+        kind: SpanKind = SpanKind.INTERNAL,
     ) -> None:
         """Exports one finished span with the given ids (parent 0: a root)."""
-        self._put(encode_span(trace_id, span_id, parent_id, name, kind, start_ns,
-                              max(start_ns, end_ns), attributes, status, message))
+        self._emit(name, trace_id, span_id, parent_id, start_ns, max(start_ns, end_ns),
+                   attributes, status, message, kind=kind)
 
-    def _put(self, encoded: bytes) -> None:
-        if len(self._queue) >= _MAX_QUEUE:
-            self.dropped += 1
-            if self.dropped % 10_000 == 1:
-                _log.warning(SPANS_DROPPED, dropped=self.dropped, queued=len(self._queue))
-            return
-        self._queue.append(encoded)
-        if len(self._queue) >= _EXPORT_BATCH:
-            self._wake.set()
+    def _emit(
+        self, name: str, trace: int, span: int, parent: int, start_ns: int, end_ns: int,
+        attributes: Mapping[str, Value], status: str, message: str, *,
+        kind: SpanKind = SpanKind.INTERNAL, links: Sequence[Link] = (),
+        events: Sequence[Event] = (),
+    ) -> None:
+        code = _STATUS.get(status, StatusCode.UNSET)
+        self._processor.on_end(ReadableSpan(
+            name=name, context=_context(trace, span),
+            parent=_context(trace, parent) if parent else None, resource=self._resource,
+            attributes=dict(attributes), events=events, links=links, kind=kind,
+            status=Status(code, message if code is StatusCode.ERROR and message else None),
+            start_time=start_ns, end_time=end_ns, instrumentation_scope=self._scope,
+        ))
 
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.wait(_SCHEDULE_DELAY_S)
-            self._wake.clear()
-            self._send_queued()
-        self._send_queued()
-
-    def _send_queued(self) -> None:
-        while self._queue:
-            batch = [self._queue.popleft()
-                     for _ in range(min(len(self._queue), _EXPORT_BATCH))]
-            self._transport.send(encode_request(self._head, batch), self._stopping)
+    async def run(self) -> None:
+        """Nothing to drive: the processor exports on its own thread. Waits to be cancelled."""
+        while True:
+            raise_if_cancelling()
+            await asyncio.sleep(3600)
 
     async def shutdown(self) -> None:
-        """Sends what is queued (one try each), within a deadline, then closes."""
-        self._stopping.set()
-        self._wake.set()
+        """Exports what is still queued (within the export timeout), then stops."""
         try:
             async with asyncio.timeout(_SHUTDOWN_TIMEOUT_S):
-                await asyncio.to_thread(self._thread.join)
-        finally:
-            self._transport.close()
+                await asyncio.to_thread(self._processor.shutdown)
+        except TimeoutError:
+            _log.error(EXPORT_BROKEN, error="span export did not finish within the deadline")

@@ -9,7 +9,8 @@ Hooks, whichever transport runs a job (see docs/architecture.md, "Telemetry"):
 - a driver calls `dispatch_started(job, transport)` when it sends a job and
   `dispatch_ended(job, outcome, ...)` when the answer is back (or the job was given up), which
   makes the job's dispatch span; an HTTP driver passes `status_code` (counted per status);
-- the history writer calls `history_written(records, spans)` after each committed batch.
+- the history writer calls `history_written(records, roots)` after each committed batch;
+- `run()` is the export task (a role of every process), `shutdown()` sends what is left.
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import structlog
+from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.trace import SpanKind as OtelSpanKind
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from server.config import Settings
 from server.history.records import Record
 from server.keys import Keys
-from server.telemetry._transport import Transport
-from server.telemetry._wire import KIND_CLIENT
 from server.telemetry.ids import SpanKind, format_traceparent, span_id, trace_id
 from server.telemetry.metrics import Metrics, probe_queues
 from server.telemetry.otlp import OtlpConfig, SpanExport
@@ -56,10 +57,9 @@ _MAX_IN_FLIGHT = 100_000
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
 QUEUE_PROBE_FAILED = "metrics.queue_probe_failed"
+_PROBE_TIMEOUT_S = 5.0
 
 _log = structlog.get_logger(__name__)
-
-_PROBE_TIMEOUT_S = 5.0
 
 
 def outcome_of(op: Opcode) -> str:
@@ -76,11 +76,11 @@ class _Dispatch:
 
 class Telemetry:
     def __init__(self, settings: Settings | None = None, *,
-                 transport: Transport | None = None) -> None:
-        """`transport` replaces the OTLP one the settings ask for (tests)."""
+                 exporter: SpanExporter | None = None) -> None:
+        """`exporter` replaces the OTLP one the settings ask for (tests)."""
         self.metrics = Metrics()
         config = OtlpConfig.from_settings(settings) if settings is not None else None
-        self._export = SpanExport(config, transport) if config is not None else None
+        self._export = SpanExport(config, exporter) if config is not None else None
         self.tracing = self._export is not None
         self._lease_ms = settings.lease_ms if settings is not None else 0
         self._in_flight: OrderedDict[tuple[str, str], _Dispatch] = OrderedDict()
@@ -104,7 +104,7 @@ class Telemetry:
     # -- drivers: one dispatch span per job sent
 
     def dispatch_started(self, job: Job, transport: str, target: str = "") -> None:
-        if self._export is None:
+        if self._export is None or not self._export.sampled(trace_id(job.run_id)):
             return
         self._in_flight[(job.job_id, job.lease_id)] = _Dispatch(time.time_ns(), transport, target)
         if len(self._in_flight) > _MAX_IN_FLIGHT:
@@ -128,9 +128,10 @@ class Telemetry:
             return
         now = time.time_ns()
         step = span_id(job.run_id, SpanKind.STEP, job.lease_id)
+        # The attempt's own attributes are on its step span, the parent of this one.
         attributes: dict[str, str | int] = {
-            RUN_ID: job.run_id, FUNCTION_ID: job.function_id, ATTEMPT: job.attempt,
-            LEASE_ID: job.lease_id, OUTCOME: outcome, TRANSPORT: sent.transport,
+            RUN_ID: job.run_id, FUNCTION_ID: job.function_id, OUTCOME: outcome,
+            TRANSPORT: sent.transport,
         }
         if sent.target:
             attributes["plait.target"] = sent.target
@@ -140,14 +141,15 @@ class Telemetry:
         self._export.span(
             f"dispatch {sent.transport}", trace, span_id(job.run_id, SpanKind.DISPATCH,
                                                          job.lease_id),
-            step, sent.started_ns, now, attributes, status, error, kind=KIND_CLIENT)
+            step, sent.started_ns, now, attributes, status, error, kind=OtelSpanKind.CLIENT)
         if outcome == "released":
             # No history record will end this attempt: its step span is made here.
             root = span_id(job.run_id, SpanKind.RUN)
             started_ns = (job.lease_expires_at_ms - self._lease_ms) * 1_000_000
             self._export.span(
                 "step (released)", trace, step, root, min(started_ns, sent.started_ns), now,
-                {k: v for k, v in attributes.items() if k != TRANSPORT}, STATUS_ERROR,
+                {RUN_ID: job.run_id, FUNCTION_ID: job.function_id, ATTEMPT: job.attempt,
+                 LEASE_ID: job.lease_id, OUTCOME: outcome}, STATUS_ERROR,
                 error or "the job was released for redelivery")
 
     # -- history: metrics and the spans of each committed batch
@@ -158,8 +160,10 @@ class Telemetry:
         self.metrics.record(records)
         if self._export is not None:
             batch = SpanBatch()
+            sampled = self._export.sampled
             for record in records:
-                batch.add(record)
+                if sampled(trace_id(record.run_id)):
+                    batch.add(record)
             self._export.rows(batch.spans.values())
             self._export.rows(roots)
 
@@ -196,7 +200,13 @@ class Telemetry:
                 self.metrics.set_queues(samples, leased, now_ms)
         return self.metrics.render()
 
+    async def run(self) -> None:
+        """The export role: sends spans in batches until cancelled (no-op without tracing)."""
+        if self._export is not None:
+            await self._export.run()
+
     async def shutdown(self) -> None:
+        """Sends the spans still queued; after the roles stopped, so nothing is left out."""
         if self._export is not None:
             await self._export.shutdown()
 

@@ -7,16 +7,18 @@ The receiver is a real OTLP/gRPC endpoint (opentelemetry-proto's TraceService) o
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from server.config import Settings
 from tests.e2e.conftest import Running, backend, plait, running_server, settings
@@ -79,18 +81,17 @@ def spans_of(request: trace_service_pb2.ExportTraceServiceRequest) -> list[Span]
     return out
 
 
-class Captured:
-    """A Transport for Telemetry(transport=...): keeps what would have been exported."""
+class Captured(SpanExporter):
+    """An exporter for Telemetry(exporter=...): keeps, as OTLP, what would have been sent."""
 
     def __init__(self) -> None:
         self.spans: list[Span] = []
 
-    def send(self, body: bytes, stopping: threading.Event) -> bool:
-        request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
-        self.spans.extend(spans_of(request))
-        return True
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.spans.extend(spans_of(encode_spans(spans)))
+        return SpanExportResult.SUCCESS
 
-    def close(self) -> None:
+    def shutdown(self) -> None:
         pass
 
     def named(self, name: str) -> Span:

@@ -1,7 +1,8 @@
-"""The export path without a server: OTLP encoding, HTTP, dispatch spans, logs."""
+"""The export path without a server: OTLP over HTTP, dispatch spans, sampling, logs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator
@@ -9,23 +10,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import structlog
+import structlog.testing
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from server.config import Settings
 from server.logs import add_trace_id
 from server.telemetry import SpanKind, Telemetry, outcome_of, span_id_hex, trace_id_hex
-from server.telemetry._wire import (
-    KIND_CLIENT,
-    SpanEvent,
-    SpanLink,
-    encode_request,
-    encode_resource,
-    encode_span,
-)
+from server.telemetry.ids import span_id, trace_id
 from server.telemetry.otlp import OtlpConfig, SpanExport
 from server.telemetry.spans import SpanRow
 from server.types import FunctionId, Job, JobId, LeaseId, RunCompleted, RunId, StepCompleted
+from tests.e2e.harness import free_port
 from tests.telemetry.conftest import Captured
 
 RUN = "01JAAAAAAAAAAAAAAAAAAAAAAA"
@@ -35,44 +31,6 @@ def job(lease: str = "5", run: str = RUN) -> Job:
     return Job(job_id=JobId(run), lease_id=LeaseId(lease), run_id=RunId(run),
                function_id=FunctionId("shop-charge"), attempt=0, max_attempts=3,
                event_json=b"{}", lease_expires_at_ms=1_000_000 + 10_000)
-
-
-def test_the_hand_encoded_spans_are_otlp() -> None:
-    head = encode_resource({"service.name": "plait", "n": 3, "ok": True}, "plait", "0.1.0")
-    span = encode_span(
-        trace_id=0x0AF7651916CD43DD8448EB211C80319C, span_id=0xB7AD6B7169203331,
-        parent_id=0x00F067AA0BA902B7, name="step ünïcode", kind=KIND_CLIENT,
-        start_ns=1_700_000_000_000_000_000, end_ns=1_700_000_000_500_000_000,
-        attributes={"plait.attempt": 2, "plait.step.id": "a", "big": 2**40, "neg": -1,
-                    "flag": False},
-        status="error", message="boom",
-        links=[SpanLink(0x1234, 0x5678, {"plait.link": "event"})],
-        events=[SpanEvent("exception", 1_700_000_000_400_000_000, {"exception.type": "E"})])
-    root = encode_span(1, 2, 0, "run", 1, 1, 2, {}, "ok")
-    request = trace_service_pb2.ExportTraceServiceRequest.FromString(
-        encode_request(head, [span, root]))
-    (resource_spans,) = request.resource_spans
-    assert {a.key for a in resource_spans.resource.attributes} == {"service.name", "n", "ok"}
-    (scope_spans,) = resource_spans.scope_spans
-    assert (scope_spans.scope.name, scope_spans.scope.version) == ("plait", "0.1.0")
-    decoded, decoded_root = scope_spans.spans
-    assert decoded.trace_id.hex() == "0af7651916cd43dd8448eb211c80319c"
-    assert decoded.span_id.hex() == "b7ad6b7169203331"
-    assert decoded.parent_span_id.hex() == "00f067aa0ba902b7"
-    assert decoded.name == "step ünïcode" and decoded.kind == trace_pb2.Span.SPAN_KIND_CLIENT
-    assert decoded.end_time_unix_nano - decoded.start_time_unix_nano == 500_000_000
-    values = {a.key: a.value for a in decoded.attributes}
-    assert values["plait.attempt"].int_value == 2 and values["big"].int_value == 2**40
-    assert values["neg"].int_value == -1 and values["flag"].bool_value is False
-    assert values["plait.step.id"].string_value == "a"
-    assert (decoded.status.code, decoded.status.message) == (
-        trace_pb2.Status.STATUS_CODE_ERROR, "boom")
-    assert decoded.links[0].span_id.hex() == "0000000000005678"
-    assert decoded.links[0].attributes[0].value.string_value == "event"
-    assert decoded.events[0].name == "exception"
-    assert decoded.flags & 0xFF == 1
-    assert decoded_root.parent_span_id == b""
-    assert decoded_root.status.code == trace_pb2.Status.STATUS_CODE_OK
 
 
 class _Collector(BaseHTTPRequestHandler):
@@ -109,9 +67,9 @@ async def test_spans_are_exported_over_otlp_http(collector: str) -> None:
     assert config is not None
     export = SpanExport(config)
     export.rows([SpanRow(
-        id=span_id_hex(RUN, SpanKind.RUN), trace_id=trace_id_hex(RUN), parent_id="",
-        run_id=RUN, kind=SpanKind.RUN, name="run shop-charge", start_ms=1, end_ms=2,
-        outcome="completed", status="ok", attributes={"plait.run.id": RUN})])
+        trace=trace_id(RUN), span=span_id(RUN, SpanKind.RUN), parent=0, run_id=RUN,
+        kind=SpanKind.RUN, name="run shop-charge", start_ms=1, end_ms=2, outcome="completed",
+        status="ok", attributes={"plait.run.id": RUN})])
     await export.shutdown()
     ((path, team, body),) = _Collector.received
     assert (path, team) == ("/v1/traces", "blue")
@@ -123,7 +81,7 @@ async def test_spans_are_exported_over_otlp_http(collector: str) -> None:
 
 
 async def test_a_job_carries_the_context_of_its_step_span() -> None:
-    telemetry = Telemetry(Settings(otel_service_name="p"), transport=Captured())
+    telemetry = Telemetry(Settings(otel_service_name="p"), exporter=Captured())
     (stamped,) = telemetry.with_trace_context([job("5")])
     assert stamped.traceparent == (
         f"00-{trace_id_hex(RUN)}-{span_id_hex(RUN, SpanKind.STEP, '5')}-01")
@@ -134,7 +92,7 @@ async def test_a_job_carries_the_context_of_its_step_span() -> None:
 
 async def test_a_dispatch_span_ends_when_the_answer_is_back() -> None:
     captured = Captured()
-    telemetry = Telemetry(Settings(otel_service_name="p", lease_ms=10_000), transport=captured)
+    telemetry = Telemetry(Settings(otel_service_name="p", lease_ms=10_000), exporter=captured)
     telemetry.dispatch_started(job("5"), "grpc", "conn-1")
     telemetry.dispatch_ended(job("5"), outcome_of(StepCompleted("a", "a", b"1")))
     telemetry.dispatch_started(job("6"), "http", "http://app/api/inngest")
@@ -161,7 +119,7 @@ async def test_a_dispatch_span_ends_when_the_answer_is_back() -> None:
 async def test_a_ratio_sampler_exports_whole_runs_or_nothing() -> None:
     captured = Captured()
     telemetry = Telemetry(Settings(otel_service_name="p", otel_traces_sampler="traceidratio",
-                                   otel_traces_sampler_arg="0.5"), transport=captured)
+                                   otel_traces_sampler_arg="0.5"), exporter=captured)
     runs = [f"01JAAAAAAAAAAAAAAAAAAAA{n:03d}" for n in range(200)]
     for run in runs:
         traced = job("1", run)
@@ -191,3 +149,15 @@ def test_json_logs_carry_the_trace_id(capsys: pytest.CaptureFixture[str]) -> Non
         configure_logging("console", "info")
     record = json.loads(line)
     assert (record["run_id"], record["trace_id"]) == (RUN, trace_id_hex(RUN))
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+async def test_an_unreachable_collector_costs_spans_not_the_server(protocol: str) -> None:
+    settings = Settings(otel_exporter_otlp_endpoint=f"http://127.0.0.1:{free_port()}",
+                        otel_exporter_otlp_protocol=protocol, otel_exporter_otlp_timeout=2000)
+    telemetry = Telemetry(settings)
+    telemetry.dispatch_started(job("5"), "grpc")
+    telemetry.dispatch_ended(job("5"), "step_completed")
+    # The SDK's exporter gives up within its timeout; the server's shutdown goes on.
+    async with asyncio.timeout(15):
+        await telemetry.shutdown()

@@ -115,7 +115,7 @@ async def test_a_root_is_exported_once_its_creation_and_end_are_written(
     await store.insert_events(
         engine, [Event(EventId(EVENT), "shop/charge", b"{}", 90, traceparent=SENDER)], 95)
     captured = Captured()
-    telemetry = Telemetry(Settings(otel_service_name="plait-test"), transport=captured)
+    telemetry = Telemetry(Settings(otel_service_name="plait-test"), exporter=captured)
     writer = HistoryWriter(redis, engine, KEYS, "w1", telemetry)
     # The end may be read before the creation (several consumers split a stream).
     await add(redis, ENDED)

@@ -96,6 +96,8 @@ def test_a_ratio_sampler_keeps_whole_runs() -> None:
     ({"OTEL_EXPORTER_OTLP_HEADERS": "novalue"}, r"OTEL_EXPORTER_OTLP_HEADERS\) has an entry"),
     ({"OTEL_EXPORTER_OTLP_TIMEOUT": "soon"}, "OTEL_EXPORTER_OTLP_TIMEOUT has value 'soon'"),
     ({"OTEL_SDK_DISABLED": "maybe"}, r"OTEL_SDK_DISABLED\) has value 'maybe'"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "ftp://x"}, r"OTEL_EXPORTER_OTLP_ENDPOINT\) has value"),
+    ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://"}, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
 ])
 def test_a_bad_otel_variable_is_named_in_the_error(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

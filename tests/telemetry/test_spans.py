@@ -7,6 +7,7 @@ import json
 
 from server.history.records import RunEnded, StepRecorded
 from server.telemetry import SpanBatch, SpanKind, span_id_hex, trace_id_hex
+from server.telemetry.ids import span_id
 from server.telemetry.spans import Run, root_span
 from server.types import RunStatus, StepStatus
 
@@ -26,7 +27,7 @@ def step(step_id: str, status: StepStatus, lease: str, *, ready: int | None = No
 def test_an_attempt_is_a_child_of_the_root_named_by_its_lease() -> None:
     batch = SpanBatch()
     batch.add(step("a", StepStatus.COMPLETED, "7", ready=90))
-    attempt = batch.spans[span_id_hex(RUN, SpanKind.STEP, "7")]
+    attempt = batch.spans[span_id(RUN, SpanKind.STEP, "7")]
     assert (attempt.trace_id, attempt.parent_id) == (trace_id_hex(RUN), ROOT)
     assert (attempt.name, attempt.start_ms, attempt.end_ms) == ("step A", 100, 110)
     assert attempt.attributes == {
@@ -34,7 +35,7 @@ def test_an_attempt_is_a_child_of_the_root_named_by_its_lease() -> None:
         "plait.step.id": "a", "plait.step.name": "A", "plait.attempt": 0,
         "plait.outcome": "completed", "plait.lease.id": "7"}
     assert attempt.status == "ok"
-    wait = batch.spans[span_id_hex(RUN, SpanKind.QUEUE, "7")]
+    wait = batch.spans[span_id(RUN, SpanKind.QUEUE, "7")]
     assert (wait.name, wait.parent_id, wait.start_ms, wait.end_ms) == ("queue.wait", ROOT, 90, 100)
 
 
@@ -57,7 +58,7 @@ def test_a_failed_attempt_is_an_error_with_its_exception() -> None:
 def test_a_sleep_spans_until_the_wake_up() -> None:
     batch = SpanBatch()
     batch.add(step("nap", StepStatus.SLEEPING, "9", ended=110, until=5_110))
-    sleep = batch.spans[span_id_hex(RUN, SpanKind.SLEEP, "9")]
+    sleep = batch.spans[span_id(RUN, SpanKind.SLEEP, "9")]
     assert (sleep.name, sleep.parent_id, sleep.start_ms, sleep.end_ms) == (
         "sleep NAP", ROOT, 110, 5_110)
 

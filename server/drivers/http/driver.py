@@ -23,6 +23,7 @@ from server.drivers.http._response import opcode_from_response
 from server.executor.executor import Executor
 from server.runner.index import FunctionIndex
 from server.state import Outcome, StateStore
+from server.telemetry.telemetry import Telemetry, outcome_of
 from server.types import (
     AppId,
     ErrorInfo,
@@ -51,8 +52,9 @@ class HttpDriver:
     """The executor's driver for functions whose registration carries an app URL."""
 
     def __init__(self, executor: Executor, state: StateStore, index: FunctionIndex,
-                 settings: Settings) -> None:
+                 settings: Settings, telemetry: Telemetry | None = None) -> None:
         self._executor = executor
+        self._telemetry = telemetry or Telemetry()
         self._state = state
         self._index = index
         self._settings = settings
@@ -180,6 +182,8 @@ class HttpDriver:
         assert self._client is not None
         stack = await self._state.stack(job.run_id) if job.steps else []
         call = build_call(job, fn.url, stack, self._settings)
+        # The dispatch span and plait_gateway_calls_total (server/telemetry).
+        self._telemetry.dispatch_started(job, "http", call.url)
         with structlog.contextvars.bound_contextvars(
                 run_id=job.run_id, job_id=job.job_id, step_id=job.target_step or None):
             try:
@@ -187,17 +191,22 @@ class HttpDriver:
                                                    headers=call.headers)
             except httpx.HTTPError as e:
                 log.info("sdk.unreachable", url=call.url, error=str(e) or type(e).__name__)
+                self._telemetry.dispatch_ended(job, "error", error=str(e) or type(e).__name__)
                 return RunFailed(ErrorInfo(type(e).__name__, f"calling {call.url}: {e}"))
             headers = {k.lower(): v for k, v in response.headers.items()}
             body = response.content
             if not self._signed(response.status_code, headers, body):
                 log.warning("sdk.bad_signature", url=call.url, status=response.status_code)
+                self._telemetry.dispatch_ended(job, "error", error="invalid signature",
+                                               status_code=response.status_code)
                 return RunFailed(ErrorInfo(
                     "InvalidSignature",
                     f"{call.url} answered HTTP {response.status_code} without a valid "
                     "X-Inngest-Signature for the signing key"))
-            return opcode_from_response(response.status_code, headers, body, job,
-                                        int(time.time() * 1000))
+            op = opcode_from_response(response.status_code, headers, body, job,
+                                      int(time.time() * 1000))
+            self._telemetry.dispatch_ended(job, outcome_of(op), status_code=response.status_code)
+            return op
 
     def _signed(self, status: int, headers: dict[str, str], body: bytes) -> bool:
         """In production an SDK signs every answer to a request it accepted; a 401 (it
