@@ -12,6 +12,7 @@ from server.history.store import (
     RunRecord,
     StepAttemptRecord,
 )
+from server.telemetry.spans import SpanRow
 from server.types import CronTrigger, ErrorInfo, FunctionConfig, RunStatus, StepStatus, Trigger
 
 _RUN_STATUS: dict[RunStatus, run_pb2.RunStatus] = {
@@ -126,3 +127,13 @@ def run_to_pb(run: RunRecord) -> run_pb2.Run:
     if run.error is not None:
         msg.error.CopyFrom(error_to_pb(run.error))
     return msg
+
+
+def span_to_pb(span: SpanRow) -> run_pb2.Span:
+    return run_pb2.Span(
+        trace_id=span.trace_id, span_id=span.id,
+        parent_span_id=f"{span.parent:016x}" if span.parent else "", name=span.name,
+        kind=str(span.kind), start_ms=span.start_ms, end_ms=span.end_ms or 0,
+        outcome=span.outcome, status=span.status,
+        attributes={k: str(v) for k, v in span.attributes.items()},
+    )

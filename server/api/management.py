@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from server.api import _convert
 from server.errors import InvalidArgument, PlaitError, Unavailable, grpc_status
 from server.history import store
+from server.history.spans import list_spans
 from server.types import RunId, RunStatus
 
 CancelRun = Callable[[RunId], Awaitable[RunStatus]]
@@ -191,8 +192,11 @@ class ManagementServicer(management_pb2_grpc.ManagementServiceServicer):
 
     @_rpc
     async def GetRun(self, request: pb.GetRunRequest) -> pb.GetRunResponse:
-        run = await store.get_run(self._engine, _ulid("run_id", request.run_id))
-        return pb.GetRunResponse(run=_convert.run_to_pb(run))
+        run_id = _ulid("run_id", request.run_id)
+        run = await store.get_run(self._engine, run_id)
+        spans = await list_spans(self._engine, run_id)
+        return pb.GetRunResponse(run=_convert.run_to_pb(run),
+                                 spans=[_convert.span_to_pb(s) for s in spans])
 
     @_rpc
     async def CancelRun(self, request: pb.CancelRunRequest) -> pb.CancelRunResponse:

@@ -63,6 +63,16 @@ async def test_a_flaky_three_step_function_completes_with_each_body_run_once(
     flaky = [s for s in step_rows.steps if s.step_id == "two" and s.status == failed]
     assert "flaky attempt" in flaky[0].error.message
 
+    # The run's trace, rebuilt from history, is served with the run: one trace, a root first.
+    traced = await plait.client.management.GetRun(management_pb2.GetRunRequest(run_id=run.id))
+    root, *rest = traced.spans
+    assert root.kind == "run" and root.parent_span_id == "" and root.end_ms > 0
+    assert {s.trace_id for s in traced.spans} == {root.trace_id}
+    attempts = [s for s in rest if s.kind == "step"]
+    assert all(s.parent_span_id == root.span_id for s in attempts)
+    assert [s.status for s in attempts if s.attributes.get("plait.step.id") == "two"] == [
+        "error", "error", "ok"]
+
 
 async def test_a_non_retriable_error_fails_the_run_without_retry(plait: Running) -> None:
     app = App("core")

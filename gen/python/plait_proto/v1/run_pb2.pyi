@@ -60,6 +60,37 @@ class Run(_message.Message):
     steps: _containers.RepeatedCompositeFieldContainer[StepAttempt]
     def __init__(self, id: _Optional[str] = ..., function_id: _Optional[str] = ..., app_id: _Optional[str] = ..., event_id: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., created_at_ms: _Optional[int] = ..., started_at_ms: _Optional[int] = ..., ended_at_ms: _Optional[int] = ..., output_json: _Optional[bytes] = ..., error: _Optional[_Union[_function_pb2.ErrorInfo, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[StepAttempt, _Mapping]]] = ...) -> None: ...
 
+class Span(_message.Message):
+    __slots__ = ("trace_id", "span_id", "parent_span_id", "name", "kind", "start_ms", "end_ms", "outcome", "status", "attributes")
+    class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    SPAN_ID_FIELD_NUMBER: _ClassVar[int]
+    PARENT_SPAN_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    START_MS_FIELD_NUMBER: _ClassVar[int]
+    END_MS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    name: str
+    kind: str
+    start_ms: int
+    end_ms: int
+    outcome: str
+    status: str
+    attributes: _containers.ScalarMap[str, str]
+    def __init__(self, trace_id: _Optional[str] = ..., span_id: _Optional[str] = ..., parent_span_id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., outcome: _Optional[str] = ..., status: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
 class StepAttempt(_message.Message):
     __slots__ = ("step_id", "name", "attempt", "status", "output_json", "error", "ended_at_ms")
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
