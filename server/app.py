@@ -34,6 +34,7 @@ from server.history.db import migrate, open_database
 from server.history.writer import HistoryWriter
 from server.keys import Keys
 from server.queue import Queue
+from server.runner.cron import Clock, Scheduler
 from server.runner.index import FunctionIndex
 from server.runner.registry import Registry
 from server.runner.runner import Runner
@@ -54,8 +55,9 @@ class Endpoints:
 
 
 class PlaitServer:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, cron_clock: Clock | None = None) -> None:
         self.settings = settings
+        self._cron_clock = cron_clock  # tests run cron ticks on a fake clock
         self._embedded: EmbeddedRedis | None = None
         self._redis: Redis | None = None
         self._engine: AsyncEngine | None = None
@@ -142,6 +144,9 @@ class PlaitServer:
             roles += [executor.run(), sdk_driver.run()]
         if "history" in wanted:
             roles.append(history.run())
+        if "scheduler" in wanted:
+            roles.append(Scheduler(self._engine, self._redis, keys, queue, registry,
+                                   executor.wake, self._cron_clock).run())
         self._tasks = asyncio.create_task(self._run_roles(roles), name="plait-roles")
         self.endpoints = Endpoints(
             http_port=http_port, grpc_port=grpc_port,

@@ -49,8 +49,9 @@ class Settings:
     # How long a finished run's state stays in Redis (history keeps it for good).
     finished_run_ttl_s: int = 24 * 3600
     # What this process does (comma-separated): api (HTTP, EventService, ManagementService,
-    # StateService), executor (worker streams, leasing), runner (event stream), history.
-    roles: str = "api,executor,runner,history"
+    # StateService), executor (worker streams, leasing), runner (event stream), history,
+    # scheduler (cron triggers).
+    roles: str = "api,executor,runner,history,scheduler"
     # Comma-separated bearer tokens; when set, every gRPC call must carry one.
     grpc_tokens: str = ""
     # Apps on the Inngest SDKs (HTTP gateway): comma-separated serve URLs synced at start
@@ -117,7 +118,7 @@ class Settings:
 
 
 _ENV_PREFIX = "PLAIT_"
-ROLES = frozenset({"api", "executor", "runner", "history"})
+ROLES = frozenset({"api", "executor", "runner", "history", "scheduler"})
 
 
 def _coerce(name: str, source: str, raw: Any, kind: Any) -> Any:

@@ -107,6 +107,10 @@ class Keys:
         """STRING set for 24 h per event idempotency key."""
         return f"{PREFIX}:{{events}}:idem:{key}"
 
+    def cron_last(self, function_id: FunctionId | str, cron: str) -> str:
+        """STRING: the latest tick (ms) of one cron trigger whose run was created."""
+        return f"{PREFIX}:{{cron}}:last:{function_id}:{cron}"
+
     @property
     def functions_version(self) -> str:
         """Counter bumped on every registration; runners reload their index when it moves."""

@@ -1,0 +1,159 @@
+"""The scheduler: starts the runs of cron-triggered functions, once per tick, from any number
+of processes with the `scheduler` role.
+
+A tick's run has an id derived from (function, cron, tick), so two schedulers creating it
+make one run; each trigger's last scheduled tick is kept in Redis and only moves forward once
+its run exists. Missed ticks (no scheduler running) are caught up with one run, for the
+latest of them; see docs/architecture.md, Cron.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import structlog
+from croniter import croniter
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+from ulid import ULID
+
+from server.history import store
+from server.keys import Keys
+from server.luascript import load_script
+from server.queue import NewRun, Queue
+from server.runner.registry import Registry
+from server.runner.runner import run_id_for
+from server.tasks import raise_if_cancelling
+from server.types import CronTrigger, Event, EventId, FunctionConfig
+
+log = structlog.get_logger(__name__)
+
+CRON_EVENT = "inngest/scheduled.timer"
+_PKG = "server.runner"
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """The scheduler's time; tests pass a fake `now_ms` and a short `max_sleep_s`."""
+
+    now_ms: Callable[[], int] = field(default=_wall_ms)
+    # The longest sleep between passes: bounds how late a newly registered function or a
+    # jump of the clock is noticed.
+    max_sleep_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    spec: str  # as registered, prefix included
+    expression: str
+    zone: ZoneInfo
+
+
+def parse_cron(spec: str) -> Schedule:
+    """Splits an optional `TZ=Area/City` / `CRON_TZ=` prefix off a validated cron spec."""
+    expression = spec.strip()
+    zone = "UTC"
+    if expression.startswith(("TZ=", "CRON_TZ=")):
+        prefix, _, expression = expression.partition(" ")
+        zone = prefix.split("=", 1)[1]
+    return Schedule(spec, expression.strip(), ZoneInfo(zone))
+
+
+def _at(schedule: Schedule, ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).astimezone(schedule.zone)
+
+
+def next_tick_ms(schedule: Schedule, after_ms: int) -> int:
+    """The first tick strictly after `after_ms`."""
+    nxt = croniter(schedule.expression, _at(schedule, after_ms)).get_next(datetime)
+    return int(nxt.timestamp() * 1000)
+
+
+def latest_tick_ms(schedule: Schedule, at_ms: int) -> int:
+    """The last tick at or before `at_ms`."""
+    start = _at(schedule, at_ms) + timedelta(milliseconds=1)
+    prev = croniter(schedule.expression, start).get_prev(datetime)
+    return int(prev.timestamp() * 1000)
+
+
+def tick_event(function_id: str, spec: str, tick_ms: int) -> tuple[EventId, bytes]:
+    """The id and JSON of a tick's triggering event, the same from every process."""
+    digest = hashlib.sha256(f"cron/{function_id}/{spec}/{tick_ms}".encode()).digest()[:10]
+    event_id = EventId(str(ULID.from_bytes(tick_ms.to_bytes(6, "big") + digest)))
+    body = {"id": event_id, "name": CRON_EVENT, "data": {"cron": spec}, "ts": tick_ms}
+    return event_id, json.dumps(body, separators=(",", ":")).encode()
+
+
+class Scheduler:
+    def __init__(
+        self, engine: AsyncEngine, redis: Redis, keys: Keys, queue: Queue, registry: Registry,
+        on_enqueued: Callable[[], None], clock: Clock | None = None,
+    ) -> None:
+        self._engine = engine
+        self._redis = redis
+        self._keys = keys
+        self._queue = queue
+        self._registry = registry
+        self._on_enqueued = on_enqueued
+        self._clock = clock or Clock()
+        self._advance = load_script(redis, _PKG, "advance_tick")
+        self._schedules: dict[str, Schedule] = {}
+
+    async def run(self) -> None:
+        while True:
+            raise_if_cancelling()
+            await self._registry.refresh()
+            next_ms = await self.schedule_due(self._clock.now_ms())
+            wait_s = (next_ms - self._clock.now_ms()) / 1000 if next_ms else float("inf")
+            await asyncio.sleep(max(0.0, min(wait_s, self._clock.max_sleep_s)))
+
+    async def schedule_due(self, now_ms: int) -> int | None:
+        """Creates the runs of the ticks due at `now_ms`; returns the next tick of any
+        trigger (None without cron functions)."""
+        triggers = [(fn, self._schedule(t.cron)) for fn in self._registry.index.all()
+                    for t in fn.triggers if isinstance(t, CronTrigger)]
+        if not triggers:
+            return None
+        last_keys = [self._keys.cron_last(fn.id, s.spec) for fn, s in triggers]
+        lasts = await self._redis.mget(last_keys)
+        for (fn, schedule), key, raw in zip(triggers, last_keys, lasts, strict=True):
+            due_ms = latest_tick_ms(schedule, now_ms)
+            if raw is None:
+                # First sight of this trigger: it starts with the next tick, not a past one.
+                await self._redis.set(key, due_ms, nx=True)
+            elif int(raw) < due_ms:
+                await self._start(fn, schedule, due_ms, now_ms)
+                await self._advance(keys=[key], args=[due_ms])
+        return min(next_tick_ms(s, now_ms) for _, s in triggers)
+
+    async def _start(self, fn: FunctionConfig, schedule: Schedule, tick_ms: int,
+                     now_ms: int) -> None:
+        event_id, body = tick_event(fn.id, schedule.spec, tick_ms)
+        # Stored like an ingested event, so the run's event can be looked up in history.
+        await store.insert_events(self._engine, [Event(
+            id=event_id, name=CRON_EVENT, data_json=json.dumps({"cron": schedule.spec}).encode(),
+            ts_ms=tick_ms)], now_ms)
+        run = NewRun(
+            run_id=run_id_for(event_id, fn.id), function_id=fn.id, app_id=fn.app_id,
+            event_id=event_id, event_json=body, max_attempts=fn.retries + 1, available_at_ms=0)
+        created = await self._queue.enqueue_runs([run], now_ms)
+        if created[0]:
+            log.info("cron.scheduled", function_id=fn.id, tick_ms=tick_ms, run_id=run.run_id)
+            self._on_enqueued()
+
+    def _schedule(self, spec: str) -> Schedule:
+        schedule = self._schedules.get(spec)
+        if schedule is None:
+            schedule = self._schedules[spec] = parse_cron(spec)
+        return schedule
