@@ -186,6 +186,15 @@ class EmbeddedRedis:
             "--logfile", str(self.logfile),
             "--daemonize", "no",
         ]  # fmt: skip
+        # setpriv (util-linux) sets PDEATHSIG and execs Redis, so no Python runs between fork
+        # and exec: a preexec_fn forks the whole process the slow way, and gRPC's fork handlers
+        # can abort that child (seen as redis-server "exiting" with SIGABRT at start).
+        setpriv = shutil.which("setpriv")
+        preexec = None
+        if setpriv is not None:
+            args = [setpriv, "--pdeathsig", "TERM", *args]
+        else:
+            preexec = _die_with_parent()
         # Errors printed before Redis opens its logfile land in the same file, for the log tail.
         with self.logfile.open("ab") as out:
             # Popen runs on the loop's thread on purpose: PDEATHSIG fires when the forking
@@ -197,7 +206,7 @@ class EmbeddedRedis:
                 stdout=out,
                 stderr=out,
                 start_new_session=True,
-                preexec_fn=_die_with_parent(),
+                preexec_fn=preexec,
             )
 
     async def _wait_ready(self) -> None:
