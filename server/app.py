@@ -22,6 +22,7 @@ from server.api.auth import TokenInterceptor
 from server.api.http import HttpServer, bind, build_app, http_server
 from server.api.inngest import AppSync, InngestGateway
 from server.api.management import ManagementServicer
+from server.api.run_control import RunControl
 from server.api.state_service import StateServicer
 from server.config import Mode, Settings
 from server.dev.redis import EmbeddedRedis
@@ -29,6 +30,7 @@ from server.drivers.grpc.stream import GrpcDriver
 from server.drivers.http import HttpDriver
 from server.events.grpc import EventServicer
 from server.events.ingest import EventIngest
+from server.events.internal import InternalEvents
 from server.executor.executor import Executor
 from server.history.db import migrate, open_database
 from server.history.writer import HistoryWriter
@@ -103,7 +105,10 @@ class PlaitServer:
         executor.add_driver(sdk_driver)
         ingest = EventIngest(self._engine, self._redis, keys, s, telemetry)
         runner = Runner(self._redis, keys, queue, registry, consumer, executor.wake)
-        history = HistoryWriter(self._redis, self._engine, keys, consumer, telemetry)
+        control = RunControl(self._engine, queue, registry, executor.cancel_run, executor.wake)
+        internal = InternalEvents(self._redis, keys, ingest)
+        history = HistoryWriter(self._redis, self._engine, keys, consumer, telemetry,
+                                on_ended=internal.emit)
 
         options = [("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
                    ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES)]
@@ -117,7 +122,7 @@ class PlaitServer:
             event_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(ingest), self._grpc)
             state_pb2_grpc.add_StateServiceServicer_to_server(StateServicer(state), self._grpc)
             management_pb2_grpc.add_ManagementServiceServicer_to_server(
-                ManagementServicer(self._engine, executor.cancel_run), self._grpc)
+                ManagementServicer(self._engine, executor.cancel_run, control), self._grpc)
         if "executor" in wanted:
             queue_pb2_grpc.add_QueueServiceServicer_to_server(driver, self._grpc)
         grpc_port = 0
@@ -134,7 +139,8 @@ class PlaitServer:
             self._http_socket = bind(s.http_host, s.http_port)
             http_port = self._http_socket.getsockname()[1]
             syncer = AppSync(s, own_port=http_port)
-            gateway = InngestGateway(s, self._engine, registry, state, executor.cancel_run, syncer)
+            gateway = InngestGateway(s, self._engine, registry, state, executor.cancel_run, syncer,
+                                     control)
             self._http = http_server(build_app(ingest, s, gateway.routes(), telemetry))
             roles += [self._http.serve(sockets=[self._http_socket]), syncer.run()]
             _warn_if_open(s)

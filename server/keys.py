@@ -115,3 +115,8 @@ class Keys:
     def functions_version(self) -> str:
         """Counter bumped on every registration; runners reload their index when it moves."""
         return f"{PREFIX}:{{meta}}:fnversion"
+
+    @property
+    def paused_functions(self) -> str:
+        """SET of paused function ids; changed with `functions_version`, so indexes reload."""
+        return f"{PREFIX}:{{meta}}:paused"

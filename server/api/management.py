@@ -1,7 +1,8 @@
-"""The gRPC ManagementService: apps, functions, events and runs read from history; cancel.
+"""The gRPC ManagementService: apps, functions, events and runs read from history; cancel,
+bulk cancel, pause / resume, replay.
 
-Requests are validated here, at the edge; the history store does the reading and the injected
-`cancel_run` does the cancelling.
+Requests are validated here, at the edge; the history store does the reading, the injected
+`cancel_run` the cancelling and `RunControl` the rest.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.api import _convert
-from server.errors import InvalidArgument, PlaitError, Unavailable, grpc_status
+from server.api.run_control import RunControl
+from server.errors import FailedPrecondition, InvalidArgument, PlaitError, Unavailable, grpc_status
 from server.history import store
 from server.history.spans import list_spans
 from server.types import RunId, RunStatus
@@ -127,9 +129,17 @@ def _page(rows: Sequence[_R], size: int) -> tuple[Sequence[_R], str]:
 
 
 class ManagementServicer(management_pb2_grpc.ManagementServiceServicer):
-    def __init__(self, engine: AsyncEngine, cancel_run: CancelRun) -> None:
+    def __init__(
+        self, engine: AsyncEngine, cancel_run: CancelRun, control: RunControl | None = None
+    ) -> None:
         self._engine = engine
         self._cancel_run = cancel_run
+        self._control = control
+
+    def _controls(self) -> RunControl:
+        if self._control is None:
+            raise FailedPrecondition("run control is not available in this process")
+        return self._control
 
     @_rpc
     async def ListApps(self, request: pb.ListAppsRequest) -> pb.ListAppsResponse:
@@ -195,10 +205,45 @@ class ManagementServicer(management_pb2_grpc.ManagementServiceServicer):
         run_id = _ulid("run_id", request.run_id)
         run = await store.get_run(self._engine, run_id)
         spans = await list_spans(self._engine, run_id)
+        original = await store.replay_original(self._engine, run_id)
         return pb.GetRunResponse(run=_convert.run_to_pb(run),
-                                 spans=[_convert.span_to_pb(s) for s in spans])
+                                 spans=[_convert.span_to_pb(s) for s in spans],
+                                 original_run_id=original or "")
 
     @_rpc
     async def CancelRun(self, request: pb.CancelRunRequest) -> pb.CancelRunResponse:
         status = await self._cancel_run(RunId(_ulid("run_id", request.run_id)))
         return pb.CancelRunResponse(status=_convert.run_status_to_pb(status))
+
+    @_rpc
+    async def CancelRuns(self, request: pb.CancelRunsRequest) -> pb.CancelRunsResponse:
+        function_id = _id("function_id", request.function_id)
+        if request.created_after_ms < 0:
+            raise InvalidArgument(
+                "created_after_ms", f"must be >= 0, not {request.created_after_ms}")
+        if request.created_before_ms <= request.created_after_ms:
+            raise InvalidArgument(
+                "created_before_ms",
+                f"must be after created_after_ms ({request.created_after_ms}), "
+                f"not {request.created_before_ms}")
+        count = await self._controls().cancel_runs(
+            function_id, request.created_after_ms, request.created_before_ms)
+        return pb.CancelRunsResponse(cancelled_count=count)
+
+    @_rpc
+    async def PauseFunction(self, request: pb.PauseFunctionRequest) -> pb.PauseFunctionResponse:
+        await self._controls().set_paused(_id("function_id", request.function_id), True)
+        return pb.PauseFunctionResponse()
+
+    @_rpc
+    async def ResumeFunction(
+        self, request: pb.ResumeFunctionRequest
+    ) -> pb.ResumeFunctionResponse:
+        await self._controls().set_paused(_id("function_id", request.function_id), False)
+        return pb.ResumeFunctionResponse()
+
+    @_rpc
+    async def ReplayRun(self, request: pb.ReplayRunRequest) -> pb.ReplayRunResponse:
+        original = RunId(_ulid("run_id", request.run_id))
+        run_id = await self._controls().replay(original)
+        return pb.ReplayRunResponse(run_id=run_id, original_run_id=original)

@@ -82,11 +82,13 @@ class EventIngest:
         self._telemetry = telemetry or Telemetry()
         self._append = load_script(redis, "server.events", "append_events")
 
-    async def accept(self, inputs: Sequence[EventInput], traceparent: str = "") -> list[EventId]:
+    async def accept(self, inputs: Sequence[EventInput], traceparent: str = "", *,
+                     received: bool = True) -> list[EventId]:
         """Stores the events and queues them for the runners; returns ids in input order.
 
         `traceparent` is the W3C trace context the request came with: the runs the events
-        start link their traces to it (an invalid one is ignored, as W3C asks).
+        start link their traces to it (an invalid one is ignored, as W3C asks). `received`
+        False (Plait's own internal events) leaves them out of the received-events metric.
         """
         limit = self._settings.max_events_per_request
         if not inputs:
@@ -110,5 +112,6 @@ class EventIngest:
         for event in events:
             args += [event.id, event.name, event_json(event), event.idempotency_key]
         await self._append(keys=[self._keys.events], args=args)
-        self._telemetry.events_received(len(events))
+        if received:
+            self._telemetry.events_received(len(events))
         return [e.id for e in events]

@@ -100,6 +100,15 @@ class StepAttemptRow(Base):
     until_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
+class ReplayRow(Base):
+    """A run started by ReplayRun, linked to the run it replays."""
+
+    __tablename__ = "run_replays"
+    run_id: Mapped[str] = mapped_column(String, primary_key=True)  # the new run
+    original_run_id: Mapped[str] = mapped_column(String, index=True)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
 def table(model: type[Base]) -> Table:
     """The Core table of a model, for executemany-friendly Core statements."""
     t = model.__table__
@@ -112,3 +121,4 @@ FUNCTIONS = table(FunctionRow)
 EVENTS = table(EventRow)
 RUNS = table(RunRow)
 STEP_ATTEMPTS = table(StepAttemptRow)
+REPLAYS = table(ReplayRow)

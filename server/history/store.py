@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.errors import AlreadyExists, InvalidArgument, NotFound
 from server.history.db import insert
-from server.history.models import APPS, EVENTS, FUNCTIONS, RUNS, STEP_ATTEMPTS
+from server.history.models import APPS, EVENTS, FUNCTIONS, REPLAYS, RUNS, STEP_ATTEMPTS
 from server.types import (
     AppId,
     AppRegistration,
@@ -417,3 +417,47 @@ async def runs_for_event(engine: AsyncEngine, event_id: str) -> list[RunRecord]:
     query = select(RUNS).where(RUNS.c.event_id == event_id).order_by(RUNS.c.id)
     async with engine.connect() as conn:
         return [_run(r) for r in await conn.execute(query)]
+
+
+async def unfinished_run_ids(
+    engine: AsyncEngine, function_id: str, created_from_ms: int, created_before_ms: int,
+    limit: int, after_id: str | None = None,
+) -> list[tuple[RunId, EventId]]:
+    """(run id, event id) of a function's queued and running runs created in [from, before),
+    in run id order, `limit` of them after `after_id` (a page)."""
+    conditions = [
+        RUNS.c.function_id == function_id,
+        RUNS.c.status.in_([RunStatus.QUEUED.value, RunStatus.RUNNING.value]),
+        RUNS.c.created_at_ms >= created_from_ms,
+        RUNS.c.created_at_ms < created_before_ms,
+    ]
+    if after_id is not None:
+        conditions.append(RUNS.c.id > after_id)
+    query = select(RUNS.c.id, RUNS.c.event_id).where(*conditions).order_by(RUNS.c.id).limit(limit)
+    async with engine.connect() as conn:
+        return [(RunId(r.id), EventId(r.event_id)) for r in await conn.execute(query)]
+
+
+async def events_by_id(engine: AsyncEngine, event_ids: Sequence[str]) -> dict[str, EventRecord]:
+    """The events of these ids that history has."""
+    query = select(EVENTS).where(EVENTS.c.id.in_(list(event_ids)))
+    async with engine.connect() as conn:
+        return {r.id: _event(r) for r in await conn.execute(query)}
+
+
+async def insert_replay(
+    engine: AsyncEngine, run_id: str, original_run_id: str, now_ms: int
+) -> None:
+    """Links a replay's run to the run it replays (idempotent)."""
+    statement = insert(engine, REPLAYS).on_conflict_do_nothing(index_elements=["run_id"])
+    async with engine.begin() as conn:
+        await conn.execute(statement, [{"run_id": run_id, "original_run_id": original_run_id,
+                                        "created_at_ms": now_ms}])
+
+
+async def replay_original(engine: AsyncEngine, run_id: str) -> str | None:
+    """The run a replay replays, None when `run_id` is not a replay."""
+    query = select(REPLAYS.c.original_run_id).where(REPLAYS.c.run_id == run_id)
+    async with engine.connect() as conn:
+        row = (await conn.execute(query)).first()
+    return None if row is None else str(row.original_run_id)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from server.history.models import RUNS, STEP_ATTEMPTS
 from server.history.records import (
     Record,
     RunCreated,
+    RunEnded,
     RunStarted,
     StepRecorded,
     decode,
@@ -164,7 +165,9 @@ class HistoryWriter:
     """Consumer `consumer` of group "history" on every shard's history stream."""
 
     def __init__(self, redis: aredis.Redis, engine: AsyncEngine, keys: Keys, consumer: str,
-                 telemetry: Telemetry | None = None) -> None:
+                 telemetry: Telemetry | None = None,
+                 on_ended: Callable[[Sequence[RunEnded]], Awaitable[None]] | None = None,
+                 ) -> None:
         self._redis = redis
         self._engine = engine
         self._consumer = consumer
@@ -172,6 +175,9 @@ class HistoryWriter:
         self._upserts = _upserts(engine)
         # Run metrics, and the spans OTLP gets, are derived from the records here.
         self._telemetry = telemetry
+        # The internal events (server/events/internal.py): after the commit, before the ack,
+        # so a crash in between sends them again (with the same ids).
+        self._on_ended = on_ended
 
     async def run(self) -> None:
         """Drains the streams until cancelled; outages of Redis or SQL are waited out."""
@@ -275,6 +281,10 @@ class HistoryWriter:
             # A root span is exported once its run's creation and end are both written.
             roots = await finished_roots(
                 conn, [*changes.created, *changes.ended]) if tracing else []
+        if self._on_ended is not None:
+            ends = [r for r in changes.records if isinstance(r, RunEnded)]
+            if ends:
+                await self._on_ended(ends)
         async with asyncio.timeout(_REDIS_TIMEOUT_S):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for stream, entries in batch.items():

@@ -133,7 +133,9 @@ class Scheduler:
                 # First sight of this trigger: it starts with the next tick, not a past one.
                 await self._redis.set(key, due_ms, nx=True)
             elif int(raw) < due_ms:
-                await self._start(fn, schedule, due_ms, now_ms)
+                # A paused function's ticks pass without runs, so resuming starts none late.
+                if fn.id not in self._registry.index.paused:
+                    await self._start(fn, schedule, due_ms, now_ms)
                 await self._advance(keys=[key], args=[due_ms])
         return min(next_tick_ms(s, now_ms) for _, s in triggers)
 

@@ -24,15 +24,22 @@ class FunctionIndex:
         self._functions: dict[FunctionId, FunctionConfig] = {}
         self._exact: dict[str, list[Candidate]] = {}
         self._wildcards: list[tuple[str, Candidate]] = []
+        self.paused: frozenset[str] = frozenset()
         # Moves on every replace(), so readers can cache what they derive from the index.
         self.generation = 0
 
-    def replace(self, functions: Iterable[FunctionConfig]) -> None:
+    def replace(
+        self, functions: Iterable[FunctionConfig], paused: Iterable[str] = ()
+    ) -> None:
+        """`paused` functions are known (get, all) but no event or cron tick starts them."""
         self.generation += 1
         self._functions = {f.id: f for f in functions}
+        self.paused = frozenset(paused)
         exact: dict[str, list[Candidate]] = {}
         wildcards: list[tuple[str, Candidate]] = []
         for fn in self._functions.values():
+            if fn.id in self.paused:
+                continue
             for i, trigger in enumerate(fn.triggers):
                 if not isinstance(trigger, EventTrigger):
                     continue

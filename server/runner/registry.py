@@ -72,7 +72,20 @@ class Registry:
     async def reload(self) -> None:
         raw = await self._redis.get(self._keys.functions_version)
         self._version = int(raw or 0)
-        self.index.replace(await store.load_functions(self._engine))
+        functions = await store.load_functions(self._engine)
+        paused = await self._redis.smembers(self._keys.paused_functions)
+        self.index.replace(functions, (p.decode() if isinstance(p, bytes) else p for p in paused))
+
+    async def set_paused(self, function_id: str, paused: bool) -> None:
+        """Pauses or resumes a function in every process's index (the version moves)."""
+        await store.get_function(self._engine, function_id)  # NotFound when unknown
+        if paused:
+            await self._redis.sadd(self._keys.paused_functions, function_id)
+        else:
+            await self._redis.srem(self._keys.paused_functions, function_id)
+        await self._redis.incr(self._keys.functions_version)
+        await self.reload()
+        log.info("function.paused" if paused else "function.resumed", function_id=function_id)
 
     async def refresh(self) -> None:
         """Reloads the index if any process registered functions since the last load."""

@@ -67,6 +67,22 @@ async def doomed(ctx: inngest.Context) -> None:
     await ctx.step.run("doomed", attempt)
 
 
+async def mourn(ctx: inngest.Context) -> None:
+    """`mourned`'s failure handler: the failed run's event and error, as counts."""
+    original, error = ctx.event.data["event"], ctx.event.data["error"]
+    calls[f"{original['data']['key']}/mourned"] += 1
+    calls[f"{original['data']['key']}/error={error['message']}"] += 1
+
+
+@client.create_function(fn_id="mourned", retries=1, on_failure=mourn,
+                        trigger=inngest.TriggerEvent(event=f"{APP_ID}/mourned"))
+async def mourned(ctx: inngest.Context) -> None:
+    async def attempt() -> None:
+        raise ValueError(f"failed call {bump(ctx, 'attempt')}")
+
+    await ctx.step.run("attempt", attempt)
+
+
 @client.create_function(fn_id="napper", trigger=inngest.TriggerEvent(event=f"{APP_ID}/sleep"))
 async def napper(ctx: inngest.Context) -> dict[str, Any]:
     before = await ctx.step.run("before", lambda: bump(ctx, "before") and time.time())
@@ -111,7 +127,7 @@ async def send(event: dict[str, Any]) -> fastapi.responses.JSONResponse:
     return fastapi.responses.JSONResponse({"ids": ids})
 
 
-inngest.fast_api.serve(app, client, [sequential, flaky, doomed, napper, parallel])
+inngest.fast_api.serve(app, client, [sequential, flaky, doomed, mourned, napper, parallel])
 
 if __name__ == "__main__":
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")

@@ -78,6 +78,18 @@ async def test_a_non_retriable_failure_fails_the_run_without_retry(
     assert await app.calls(key) == {"doomed": 1}
 
 
+async def test_on_failure_runs_once_after_retries_are_exhausted(
+    deployment: Deployment, app: SdkApp,
+) -> None:
+    key = uuid.uuid4().hex
+    event_id = await deployment.gateway.send(app.event("mourned"), {"key": key})
+    run = await deployment.gateway.finished_run(event_id)
+    assert run["status"] == "Failed", run
+    calls = await eventually(lambda: app.calls(key), lambda c: "mourned" in c,
+                             30, "the failure handler")
+    assert calls == {"attempt": 2, "mourned": 1, "error=failed call 2": 1}
+
+
 async def test_a_two_second_sleep_in_each_sdk(deployment: Deployment) -> None:
     # Both apps at once: the sleeps are the slow part of the suite.
     apps = list(deployment.apps.values())

@@ -20,6 +20,8 @@ F = TypeVar("F", bound=AsyncHandler | SyncHandler)
 # The server's rule for app and function ids.
 _ID = re.compile(r"[a-z0-9._-]{1,128}")
 _MAX_RETRIES = 20
+FAILURE_SUFFIX = "-failure"
+FUNCTION_FAILED = "inngest/function.failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,15 +46,29 @@ class App:
         trigger: TriggerEvent | TriggerCron | Sequence[TriggerEvent | TriggerCron],
         name: str | None = None,
         retries: int | None = None,
+        on_failure: AsyncHandler | SyncHandler | None = None,
     ) -> Callable[[F], F]:
         """Declares a function: `async def f(ctx, step: Step)` or `def f(ctx, step: SyncStep)`.
 
         `retries` counts retries per step after the first attempt (0..20); None leaves the
-        server's default. The decorated function is returned unchanged.
+        server's default. `on_failure`, a handler of the same shape, runs once a run of this
+        function has failed (retries exhausted): it is the function `<function_id>-failure`,
+        triggered by `inngest/function.failed`, so `ctx.event.data` holds the failed run's
+        `event`, `error` ({name, message, stack}), `function_id` and `run_id`. The decorated
+        function is returned unchanged.
         """
         _check_id("function id", function_id)
         if function_id in self._functions:
             raise ValueError(f"function id {function_id!r} is declared twice in app {self.id!r}")
+        failure_id = f"{function_id}{FAILURE_SUFFIX}"
+        if on_failure is not None:
+            _check_id("function id of the on_failure handler", failure_id)
+            if failure_id in self._functions:
+                raise ValueError(
+                    f"function id {failure_id!r} is declared twice in app {self.id!r}")
+            if not callable(on_failure):
+                raise TypeError(
+                    f"function {function_id!r} on_failure must be a callable, not {on_failure!r}")
         triggers = _triggers(function_id, trigger)
         if retries is not None and (
             isinstance(retries, bool)
@@ -69,6 +85,13 @@ class App:
             if not callable(fn):
                 raise TypeError(f"function {function_id!r} must decorate a callable, not {fn!r}")
             self._functions[function_id] = _Function(spec, fn, inspect.iscoroutinefunction(fn))
+            if on_failure is not None:
+                # As the Inngest SDKs do it: failures of this function's runs, matched by id.
+                expression = f"event.data.function_id == '{self.id}-{function_id}'"
+                trigger = TriggerEvent(FUNCTION_FAILED, expression)
+                failure = FunctionSpec(failure_id, f"{spec.name} (failure)", (trigger,), 0)
+                self._functions[failure_id] = _Function(
+                    failure, on_failure, inspect.iscoroutinefunction(on_failure))
             return fn
 
         return register

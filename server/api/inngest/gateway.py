@@ -22,6 +22,7 @@ from server import __version__
 from server.api.inngest.register import http_url, parse_registration
 from server.api.inngest.rest import CancelRun, RestRoutes
 from server.api.inngest.sync import AppSync
+from server.api.run_control import RunControl
 from server.config import Mode, Settings
 from server.drivers.http import signing
 from server.drivers.http._request import server_kind
@@ -42,11 +43,12 @@ def _error(status: int, message: str) -> JSONResponse:
 
 class InngestGateway:
     def __init__(self, settings: Settings, engine: AsyncEngine, registry: Registry,
-                 state: StateStore, cancel_run: CancelRun, syncer: AppSync) -> None:
+                 state: StateStore, cancel_run: CancelRun, syncer: AppSync,
+                 control: RunControl | None = None) -> None:
         self._settings = settings
         self._engine = engine
         self._registry = registry
-        self._rest = RestRoutes(engine, state, cancel_run)
+        self._rest = RestRoutes(engine, state, cancel_run, control)
         self.syncer = syncer
         # Serve URL -> app id of the last registration this process took, for the sync API.
         self._registered: dict[str, str] = {}
@@ -59,6 +61,7 @@ class InngestGateway:
             Route("/v1/events/{event_id}/runs", self._guard(rest.event_runs), methods=["GET"]),
             Route("/v1/runs/{run_id}", self._guard(rest.get_run), methods=["GET"]),
             Route("/v1/runs/{run_id}", self._guard(rest.cancel_run), methods=["DELETE"]),
+            Route("/v1/cancellations", self._guard(rest.cancel_runs), methods=["POST"]),
             Route("/v0/runs/{run_id}/batch", self._guard(rest.run_batch), methods=["GET"]),
             Route("/v0/runs/{run_id}/actions", self._guard(rest.run_actions), methods=["GET"]),
             # Lists the apps' URLs: in production only for holders of the signing key.

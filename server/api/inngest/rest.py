@@ -1,4 +1,5 @@
-"""The REST API the Inngest SDKs' users call: runs of an event, one run, cancelling a run; and
+"""The REST API the Inngest SDKs' users call: runs of an event, one run, cancelling a run or
+in bulk (`POST /v1/cancellations`); and
 the run state endpoints an SDK reads when a request tells it to (`use_api`).
 
 Shapes follow the Inngest server: `{"data": …, "metadata": {"fetched_at": …}}`, run statuses
@@ -16,10 +17,13 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from ulid import ULID
 
-from server.errors import InvalidArgument, NotFound
+from server.api.run_control import RunControl
+from server.errors import FailedPrecondition, InvalidArgument, NotFound
 from server.history import store
 from server.history.store import RunRecord
+from server.runner.expressions import compile_expression
 from server.state import StateStore
 from server.types import RunId, RunStatus
 
@@ -34,6 +38,7 @@ _STATUS = {
     RunStatus.FAILED: "Failed",
     RunStatus.CANCELLED: "Cancelled",
 }
+_MAX_BODY_BYTES = 64 * 1024
 # The Inngest server scopes runs by environment; Plait has one.
 ENVIRONMENT_ID = "00000000-0000-0000-0000-000000000000"
 
@@ -62,8 +67,8 @@ def _output(run: RunRecord) -> Any:
         return None
 
 
-def run_json(run: RunRecord) -> dict[str, Any]:
-    """A run as the Inngest REST API's FunctionRun."""
+def run_json(run: RunRecord, original_run_id: str | None = None) -> dict[str, Any]:
+    """A run as the Inngest REST API's FunctionRun; `original_run_id` for a replay."""
     return {
         "run_id": run.id,
         "run_started_at": rfc3339(run.started_at_ms or run.created_at_ms or None),
@@ -72,7 +77,7 @@ def run_json(run: RunRecord) -> dict[str, Any]:
         "environment_id": ENVIRONMENT_ID,
         "event_id": run.event_id or None,
         "batch_id": None,
-        "original_run_id": None,
+        "original_run_id": original_run_id,
         "cron": None,
         "status": _STATUS.get(run.status, "Unknown"),
         "ended_at": rfc3339(run.ended_at_ms),
@@ -87,10 +92,12 @@ def envelope(data: Any) -> JSONResponse:
 
 
 class RestRoutes:
-    def __init__(self, engine: AsyncEngine, state: StateStore, cancel_run: CancelRun) -> None:
+    def __init__(self, engine: AsyncEngine, state: StateStore, cancel_run: CancelRun,
+                 control: RunControl | None = None) -> None:
         self._engine = engine
         self._state = state
         self._cancel_run = cancel_run
+        self._control = control
 
     async def event_runs(self, request: Request) -> Response:
         event_id = ulid("event_id", request.path_params["event_id"])
@@ -99,7 +106,8 @@ class RestRoutes:
 
     async def get_run(self, request: Request) -> Response:
         run_id = ulid("run_id", request.path_params["run_id"])
-        return envelope(run_json(await store.get_run(self._engine, run_id)))
+        run = await store.get_run(self._engine, run_id)
+        return envelope(run_json(run, await store.replay_original(self._engine, run_id)))
 
     async def cancel_run(self, request: Request) -> Response:
         run_id = ulid("run_id", request.path_params["run_id"])
@@ -107,6 +115,32 @@ class RestRoutes:
         if status is not RunStatus.CANCELLED:
             raise InvalidArgument("run_id", f"run {run_id} has already {status.value}")
         return Response(status_code=200)
+
+    async def cancel_runs(self, request: Request) -> Response:
+        """POST /v1/cancellations: cancel a function's runs created in a time range at once.
+
+        Plait cancels the runs history has now and keeps no cancellation object: the answer is
+        the request's cancellation with an id and `cancelled_count`."""
+        if self._control is None:
+            raise FailedPrecondition("bulk cancel is not available in this process")
+        body = await _json_object(request)
+        app_id = _string(body, "app_id", required=True)
+        slug = _string(body, "function_id", required=True)
+        # The Inngest SDKs' users pass the full id (`<app>-<fn>`); a bare slug is accepted too.
+        function_id = slug if slug.startswith(f"{app_id}-") else f"{app_id}-{slug}"
+        before_ms = _time_ms(body, "started_before", required=True)
+        after_ms = _time_ms(body, "started_after", required=False)
+        if before_ms <= after_ms:
+            raise InvalidArgument("started_before", "must be after started_after")
+        expression = _string(body, "if", required=False)
+        program = compile_expression("if", expression) if expression else None
+        count = await self._control.cancel_runs(function_id, after_ms, before_ms, program)
+        return envelope({
+            "id": str(ULID()), "environment_id": ENVIRONMENT_ID, "app_id": app_id,
+            "function_id": function_id, "started_after": rfc3339(after_ms or None),
+            "started_before": rfc3339(before_ms), "if": expression or None,
+            "cancelled_count": count,
+        })
 
     async def run_batch(self, request: Request) -> Response:
         """GET /v0/runs/{id}/batch: the run's events, for an SDK told to fetch them."""
@@ -126,3 +160,42 @@ class RestRoutes:
         if run is None:
             raise NotFound(f"run {run_id!r} has no state (unknown, or finished long ago)")
         return run
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    body = await request.body()
+    if len(body) > _MAX_BODY_BYTES:
+        raise InvalidArgument("body", f"{len(body)} bytes is over the limit of {_MAX_BODY_BYTES}")
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        raise InvalidArgument("body", "is not valid JSON") from None
+    if not isinstance(parsed, dict):
+        raise InvalidArgument("body", "must be a JSON object")
+    return parsed
+
+
+def _string(body: dict[str, Any], field: str, *, required: bool) -> str:
+    value = body.get(field)
+    if value is None or value == "":
+        if required:
+            raise InvalidArgument(field, "is required")
+        return ""
+    if not isinstance(value, str) or len(value) > 512:
+        raise InvalidArgument(field, f"must be a string of at most 512 characters, "
+                                     f"not {value!r:.64}")
+    return value
+
+
+def _time_ms(body: dict[str, Any], field: str, *, required: bool) -> int:
+    """An RFC 3339 time as Unix ms; 0 when absent and optional."""
+    text = _string(body, field, required=required)
+    if not text:
+        return 0
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidArgument(field, f"{text[:64]!r} is not an RFC 3339 time") from None
+    if moment.tzinfo is None:
+        raise InvalidArgument(field, f"{text[:64]!r} has no time zone offset")
+    return max(0, int(moment.timestamp() * 1000))

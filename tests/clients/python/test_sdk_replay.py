@@ -472,3 +472,21 @@ def test_declarations_are_checked_when_they_are_made() -> None:
         app.function("g", trigger=[])
     with pytest.raises(ValueError, match="TriggerEvent event has value ''"):
         TriggerEvent("")
+
+
+def test_on_failure_declares_a_failure_function_triggered_by_the_failed_event() -> None:
+    app = App("app")
+
+    async def handle(ctx: Context, step: Step) -> None:
+        pass
+
+    @app.function("charge", trigger=TRIGGER, on_failure=handle)
+    async def charge(ctx: Context, step: Step) -> None:
+        pass
+
+    failure = app._specs()[1]
+    assert (failure.id, failure.name, failure.retries) == ("charge-failure", "charge (failure)", 0)
+    assert failure.triggers == (TriggerEvent(
+        "inngest/function.failed", "event.data.function_id == 'app-charge'"),)
+    with pytest.raises(ValueError, match=r"on_failure handler has value 'x{128}-failure'"):
+        app.function("x" * 128, trigger=TRIGGER, on_failure=handle)

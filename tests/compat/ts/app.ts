@@ -60,6 +60,26 @@ const doomed = inngest.createFunction(
   },
 );
 
+const mourned = inngest.createFunction(
+  {
+    id: "mourned",
+    retries: 1,
+    triggers: [{ event: `${appId}/mourned` }],
+    // The failed run's event and error, as counts.
+    onFailure: async ({ event, error }) => {
+      const original = event.data.event.data as Data;
+      bump(original, "mourned");
+      bump(original, `error=${error.message}`);
+    },
+  },
+  async ({ event, step }) => {
+    const data = event.data as Data;
+    await step.run("attempt", () => {
+      throw new Error(`failed call ${bump(data, "attempt")}`);
+    });
+  },
+);
+
 const napper = inngest.createFunction(
   { id: "napper", triggers: [{ event: `${appId}/sleep` }] },
   async ({ event, step }) => {
@@ -90,7 +110,7 @@ const parallel = inngest.createFunction(
   },
 );
 
-const handler = serve({ client: inngest, functions: [sequential, flaky, doomed, napper, parallel] });
+const handler = serve({ client: inngest, functions: [sequential, flaky, doomed, mourned, napper, parallel] });
 
 async function readJson(req: http.IncomingMessage): Promise<unknown> {
   const chunks: Buffer[] = [];

@@ -132,12 +132,14 @@ class GetRunRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ...) -> None: ...
 
 class GetRunResponse(_message.Message):
-    __slots__ = ("run", "spans")
+    __slots__ = ("run", "spans", "original_run_id")
     RUN_FIELD_NUMBER: _ClassVar[int]
     SPANS_FIELD_NUMBER: _ClassVar[int]
+    ORIGINAL_RUN_ID_FIELD_NUMBER: _ClassVar[int]
     run: _run_pb2.Run
     spans: _containers.RepeatedCompositeFieldContainer[_run_pb2.Span]
-    def __init__(self, run: _Optional[_Union[_run_pb2.Run, _Mapping]] = ..., spans: _Optional[_Iterable[_Union[_run_pb2.Span, _Mapping]]] = ...) -> None: ...
+    original_run_id: str
+    def __init__(self, run: _Optional[_Union[_run_pb2.Run, _Mapping]] = ..., spans: _Optional[_Iterable[_Union[_run_pb2.Span, _Mapping]]] = ..., original_run_id: _Optional[str] = ...) -> None: ...
 
 class CancelRunRequest(_message.Message):
     __slots__ = ("run_id",)
@@ -150,3 +152,53 @@ class CancelRunResponse(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     status: _run_pb2.RunStatus
     def __init__(self, status: _Optional[_Union[_run_pb2.RunStatus, str]] = ...) -> None: ...
+
+class CancelRunsRequest(_message.Message):
+    __slots__ = ("function_id", "created_after_ms", "created_before_ms")
+    FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BEFORE_MS_FIELD_NUMBER: _ClassVar[int]
+    function_id: str
+    created_after_ms: int
+    created_before_ms: int
+    def __init__(self, function_id: _Optional[str] = ..., created_after_ms: _Optional[int] = ..., created_before_ms: _Optional[int] = ...) -> None: ...
+
+class CancelRunsResponse(_message.Message):
+    __slots__ = ("cancelled_count",)
+    CANCELLED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    cancelled_count: int
+    def __init__(self, cancelled_count: _Optional[int] = ...) -> None: ...
+
+class PauseFunctionRequest(_message.Message):
+    __slots__ = ("function_id",)
+    FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    function_id: str
+    def __init__(self, function_id: _Optional[str] = ...) -> None: ...
+
+class PauseFunctionResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ResumeFunctionRequest(_message.Message):
+    __slots__ = ("function_id",)
+    FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    function_id: str
+    def __init__(self, function_id: _Optional[str] = ...) -> None: ...
+
+class ResumeFunctionResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReplayRunRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class ReplayRunResponse(_message.Message):
+    __slots__ = ("run_id", "original_run_id")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    ORIGINAL_RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    original_run_id: str
+    def __init__(self, run_id: _Optional[str] = ..., original_run_id: _Optional[str] = ...) -> None: ...

@@ -80,6 +80,26 @@ class ManagementServiceStub:
                 request_serializer=plait_dot_v1_dot_management__pb2.CancelRunRequest.SerializeToString,
                 response_deserializer=plait_dot_v1_dot_management__pb2.CancelRunResponse.FromString,
                 _registered_method=True)
+        self.CancelRuns = channel.unary_unary(
+                '/plait.v1.ManagementService/CancelRuns',
+                request_serializer=plait_dot_v1_dot_management__pb2.CancelRunsRequest.SerializeToString,
+                response_deserializer=plait_dot_v1_dot_management__pb2.CancelRunsResponse.FromString,
+                _registered_method=True)
+        self.PauseFunction = channel.unary_unary(
+                '/plait.v1.ManagementService/PauseFunction',
+                request_serializer=plait_dot_v1_dot_management__pb2.PauseFunctionRequest.SerializeToString,
+                response_deserializer=plait_dot_v1_dot_management__pb2.PauseFunctionResponse.FromString,
+                _registered_method=True)
+        self.ResumeFunction = channel.unary_unary(
+                '/plait.v1.ManagementService/ResumeFunction',
+                request_serializer=plait_dot_v1_dot_management__pb2.ResumeFunctionRequest.SerializeToString,
+                response_deserializer=plait_dot_v1_dot_management__pb2.ResumeFunctionResponse.FromString,
+                _registered_method=True)
+        self.ReplayRun = channel.unary_unary(
+                '/plait.v1.ManagementService/ReplayRun',
+                request_serializer=plait_dot_v1_dot_management__pb2.ReplayRunRequest.SerializeToString,
+                response_deserializer=plait_dot_v1_dot_management__pb2.ReplayRunResponse.FromString,
+                _registered_method=True)
 
 
 class ManagementServiceServicer:
@@ -149,6 +169,34 @@ class ManagementServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelRuns(self, request, context):
+        """Cancels a function's queued and running runs created in a time range.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseFunction(self, request, context):
+        """Pauses a function: it starts no runs, and events arriving while paused start none later.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeFunction(self, request, context):
+        """Resumes a paused function: events from now on start runs again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayRun(self, request, context):
+        """Runs a finished run's function again with the same event, as a new run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ManagementServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -196,6 +244,26 @@ def add_ManagementServiceServicer_to_server(servicer, server):
                     servicer.CancelRun,
                     request_deserializer=plait_dot_v1_dot_management__pb2.CancelRunRequest.FromString,
                     response_serializer=plait_dot_v1_dot_management__pb2.CancelRunResponse.SerializeToString,
+            ),
+            'CancelRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelRuns,
+                    request_deserializer=plait_dot_v1_dot_management__pb2.CancelRunsRequest.FromString,
+                    response_serializer=plait_dot_v1_dot_management__pb2.CancelRunsResponse.SerializeToString,
+            ),
+            'PauseFunction': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseFunction,
+                    request_deserializer=plait_dot_v1_dot_management__pb2.PauseFunctionRequest.FromString,
+                    response_serializer=plait_dot_v1_dot_management__pb2.PauseFunctionResponse.SerializeToString,
+            ),
+            'ResumeFunction': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeFunction,
+                    request_deserializer=plait_dot_v1_dot_management__pb2.ResumeFunctionRequest.FromString,
+                    response_serializer=plait_dot_v1_dot_management__pb2.ResumeFunctionResponse.SerializeToString,
+            ),
+            'ReplayRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayRun,
+                    request_deserializer=plait_dot_v1_dot_management__pb2.ReplayRunRequest.FromString,
+                    response_serializer=plait_dot_v1_dot_management__pb2.ReplayRunResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -442,6 +510,114 @@ class ManagementService:
             '/plait.v1.ManagementService/CancelRun',
             plait_dot_v1_dot_management__pb2.CancelRunRequest.SerializeToString,
             plait_dot_v1_dot_management__pb2.CancelRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plait.v1.ManagementService/CancelRuns',
+            plait_dot_v1_dot_management__pb2.CancelRunsRequest.SerializeToString,
+            plait_dot_v1_dot_management__pb2.CancelRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseFunction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plait.v1.ManagementService/PauseFunction',
+            plait_dot_v1_dot_management__pb2.PauseFunctionRequest.SerializeToString,
+            plait_dot_v1_dot_management__pb2.PauseFunctionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeFunction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plait.v1.ManagementService/ResumeFunction',
+            plait_dot_v1_dot_management__pb2.ResumeFunctionRequest.SerializeToString,
+            plait_dot_v1_dot_management__pb2.ResumeFunctionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plait.v1.ManagementService/ReplayRun',
+            plait_dot_v1_dot_management__pb2.ReplayRunRequest.SerializeToString,
+            plait_dot_v1_dot_management__pb2.ReplayRunResponse.FromString,
             options,
             channel_credentials,
             insecure,

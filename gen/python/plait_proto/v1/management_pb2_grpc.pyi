@@ -51,6 +51,14 @@ class ManagementServiceStub:
     """Gets one run with its step attempts."""
     CancelRun: _grpc.UnaryUnaryMultiCallable[_management_pb2.CancelRunRequest, _management_pb2.CancelRunResponse]
     """Cancels a run; it stops at its next step boundary."""
+    CancelRuns: _grpc.UnaryUnaryMultiCallable[_management_pb2.CancelRunsRequest, _management_pb2.CancelRunsResponse]
+    """Cancels a function's queued and running runs created in a time range."""
+    PauseFunction: _grpc.UnaryUnaryMultiCallable[_management_pb2.PauseFunctionRequest, _management_pb2.PauseFunctionResponse]
+    """Pauses a function: it starts no runs, and events arriving while paused start none later."""
+    ResumeFunction: _grpc.UnaryUnaryMultiCallable[_management_pb2.ResumeFunctionRequest, _management_pb2.ResumeFunctionResponse]
+    """Resumes a paused function: events from now on start runs again."""
+    ReplayRun: _grpc.UnaryUnaryMultiCallable[_management_pb2.ReplayRunRequest, _management_pb2.ReplayRunResponse]
+    """Runs a finished run's function again with the same event, as a new run."""
 
 @_typing.type_check_only
 class ManagementServiceAsyncStub(ManagementServiceStub):
@@ -75,6 +83,14 @@ class ManagementServiceAsyncStub(ManagementServiceStub):
     """Gets one run with its step attempts."""
     CancelRun: _aio.UnaryUnaryMultiCallable[_management_pb2.CancelRunRequest, _management_pb2.CancelRunResponse]  # type: ignore[assignment]
     """Cancels a run; it stops at its next step boundary."""
+    CancelRuns: _aio.UnaryUnaryMultiCallable[_management_pb2.CancelRunsRequest, _management_pb2.CancelRunsResponse]  # type: ignore[assignment]
+    """Cancels a function's queued and running runs created in a time range."""
+    PauseFunction: _aio.UnaryUnaryMultiCallable[_management_pb2.PauseFunctionRequest, _management_pb2.PauseFunctionResponse]  # type: ignore[assignment]
+    """Pauses a function: it starts no runs, and events arriving while paused start none later."""
+    ResumeFunction: _aio.UnaryUnaryMultiCallable[_management_pb2.ResumeFunctionRequest, _management_pb2.ResumeFunctionResponse]  # type: ignore[assignment]
+    """Resumes a paused function: events from now on start runs again."""
+    ReplayRun: _aio.UnaryUnaryMultiCallable[_management_pb2.ReplayRunRequest, _management_pb2.ReplayRunResponse]  # type: ignore[assignment]
+    """Runs a finished run's function again with the same event, as a new run."""
 
 class ManagementServiceServicer(metaclass=_abc_1.ABCMeta):
     """Apps, functions, events and runs, read from history; run control."""
@@ -150,5 +166,37 @@ class ManagementServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_management_pb2.CancelRunResponse, _abc.Awaitable[_management_pb2.CancelRunResponse]]:
         """Cancels a run; it stops at its next step boundary."""
+
+    @_abc_1.abstractmethod
+    def CancelRuns(
+        self,
+        request: _management_pb2.CancelRunsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_management_pb2.CancelRunsResponse, _abc.Awaitable[_management_pb2.CancelRunsResponse]]:
+        """Cancels a function's queued and running runs created in a time range."""
+
+    @_abc_1.abstractmethod
+    def PauseFunction(
+        self,
+        request: _management_pb2.PauseFunctionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_management_pb2.PauseFunctionResponse, _abc.Awaitable[_management_pb2.PauseFunctionResponse]]:
+        """Pauses a function: it starts no runs, and events arriving while paused start none later."""
+
+    @_abc_1.abstractmethod
+    def ResumeFunction(
+        self,
+        request: _management_pb2.ResumeFunctionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_management_pb2.ResumeFunctionResponse, _abc.Awaitable[_management_pb2.ResumeFunctionResponse]]:
+        """Resumes a paused function: events from now on start runs again."""
+
+    @_abc_1.abstractmethod
+    def ReplayRun(
+        self,
+        request: _management_pb2.ReplayRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_management_pb2.ReplayRunResponse, _abc.Awaitable[_management_pb2.ReplayRunResponse]]:
+        """Runs a finished run's function again with the same event, as a new run."""
 
 def add_ManagementServiceServicer_to_server(servicer: ManagementServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

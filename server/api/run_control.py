@@ -1,0 +1,129 @@
+"""Run control behind both APIs: bulk cancel, pause / resume a function, replay a run.
+
+The gRPC ManagementService and the Inngest REST API validate their requests, then call this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+from ulid import ULID
+
+from server.errors import FailedPrecondition, InvalidArgument, NotFound
+from server.events.ingest import event_json
+from server.history import store
+from server.queue import NewRun, Queue
+from server.runner.expressions import matches
+from server.runner.registry import Registry
+from server.types import Event, EventId, RunId, RunStatus
+
+log = structlog.get_logger(__name__)
+
+CancelRun = Callable[[RunId], Awaitable[RunStatus]]
+
+# Runs cancelled concurrently; each is one script call (and a stream message when leased).
+CANCEL_BATCH = 50
+_FINISHED = {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED}
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class RunControl:
+    def __init__(
+        self, engine: AsyncEngine, queue: Queue, registry: Registry, cancel_run: CancelRun,
+        on_enqueued: Callable[[], None],
+    ) -> None:
+        self._engine = engine
+        self._queue = queue
+        self._registry = registry
+        self._cancel_run = cancel_run
+        self._on_enqueued = on_enqueued
+
+    async def cancel_runs(
+        self, function_id: str, created_from_ms: int, created_before_ms: int,
+        program: Any | None = None,
+    ) -> int:
+        """Cancels the function's queued and running runs created in [from, before) whose
+        event matches `program` (compiled CEL over `event`, when given), as history knows them
+        (a run created this instant may not be there yet); returns how many this call
+        cancelled."""
+        await store.get_function(self._engine, function_id)  # NotFound when unknown
+        if created_before_ms <= created_from_ms:
+            raise InvalidArgument("created_before", "must be after the start of the range")
+        cancelled = 0
+        after: str | None = None
+        while True:
+            page = await store.unfinished_run_ids(
+                self._engine, function_id, created_from_ms, created_before_ms, CANCEL_BATCH,
+                after)
+            if not page:
+                break
+            after = page[-1][0]
+            ids = await self._matching(page, program)
+            statuses = await asyncio.gather(*(self._cancel_one(i) for i in ids))
+            cancelled += sum(s is RunStatus.CANCELLED for s in statuses)
+        log.info("runs.cancelled", function_id=function_id, count=cancelled)
+        return cancelled
+
+    async def _matching(
+        self, page: list[tuple[RunId, EventId]], program: Any | None
+    ) -> list[RunId]:
+        if program is None:
+            return [run_id for run_id, _ in page]
+        events = await store.events_by_id(self._engine, [e for _, e in page])
+        found: list[RunId] = []
+        for run_id, event_id in page:
+            event = events.get(event_id)
+            if event is None:
+                continue
+            variables = {"event": {"id": event.id, "name": event.name, "ts": event.ts_ms,
+                                   "data": json.loads(event.data_json)}}
+            if matches(program, variables):
+                found.append(run_id)
+        return found
+
+    async def _cancel_one(self, run_id: RunId) -> RunStatus | None:
+        try:
+            return await self._cancel_run(run_id)
+        except NotFound:  # its state expired: history is behind, nothing left to cancel
+            return None
+
+    async def set_paused(self, function_id: str, paused: bool) -> None:
+        await self._registry.set_paused(function_id, paused)
+
+    async def replay(self, run_id: RunId) -> RunId:
+        """Starts a new run of a finished run's function with the same event, and records
+        which run it replays."""
+        run = await store.get_run(self._engine, run_id)
+        await self._registry.refresh()  # this process's index may predate a registration
+        if run.status not in _FINISHED:
+            raise FailedPrecondition(
+                f"run {run_id} is {run.status.value}: only a finished run can be replayed")
+        function = self._registry.index.get(run.function_id)
+        if function is None:
+            raise FailedPrecondition(f"function {run.function_id!r} of run {run_id} is gone")
+        if function.id in self._registry.index.paused:
+            raise FailedPrecondition(f"function {function.id!r} is paused: resume it first")
+        event = await store.get_event(self._engine, run.event_id)
+        body = event_json(Event(id=event.id, name=event.name, data_json=event.data_json,
+                                ts_ms=event.ts_ms))
+        now_ms = _now_ms()
+        new_id = RunId(str(ULID()))
+        # Recorded first: a crash in between leaves a link to a run that never started,
+        # never a replay that does not say what it replays.
+        await store.insert_replay(self._engine, new_id, run_id, now_ms)
+        await self._queue.enqueue_runs([NewRun(
+            run_id=new_id, function_id=function.id, app_id=function.app_id,
+            event_id=event.id, event_json=body, max_attempts=function.retries + 1,
+            available_at_ms=0)], now_ms)
+        self._on_enqueued()
+        log.info("run.replayed", run_id=new_id, original_run_id=run_id)
+        return new_id
