@@ -89,7 +89,7 @@ class PlaitServer:
 
         keys = Keys(s.queue_shards)
         consumer = s.instance_id or socket.gethostname()
-        queue = Queue(self._redis, keys, s.lease_ms)
+        queue = Queue(self._redis, keys, s.lease_ms, s.finished_run_ttl_s)
         state = StateStore(self._redis, keys, s)
         index = FunctionIndex()
         registry = Registry(self._engine, self._redis, keys, index)
@@ -104,7 +104,7 @@ class PlaitServer:
         sdk_driver = HttpDriver(executor, state, index, s, telemetry)
         executor.add_driver(sdk_driver)
         ingest = EventIngest(self._engine, self._redis, keys, s, telemetry)
-        runner = Runner(self._redis, keys, queue, registry, consumer, executor.wake)
+        runner = Runner(self._redis, keys, queue, registry, consumer, executor.wake, state)
         control = RunControl(self._engine, queue, registry, executor.cancel_run, executor.wake)
         internal = InternalEvents(self._redis, keys, ingest)
         history = HistoryWriter(self._redis, self._engine, keys, consumer, telemetry,

@@ -79,6 +79,16 @@ class ShardKeys:
         memoised; the run's main job waits until it is empty."""
         return f"{self.tag}:run:{run_id}:planned"
 
+    def waits(self, event_name: str) -> str:
+        """HASH: run id -> JSON {step, fn, if, event, until} of the runs of this shard waiting
+        for an event named `event_name` (wait for event)."""
+        return f"{self.tag}:waits:{event_name}"
+
+    @property
+    def deadlines(self) -> str:
+        """ZSET of started runs with a finish timeout, scored by their `finish_by` (ms)."""
+        return f"{self.tag}:deadlines"
+
     @property
     def history(self) -> str:
         """STREAM of history records, drained into SQL by the history writer."""

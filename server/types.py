@@ -74,6 +74,9 @@ class FunctionConfig:
     retries: int = 3
     # Where an HTTP SDK app serves the function ("…?fnId=…&stepId=step"); "" for gRPC workers.
     url: str = ""
+    # Longest wait from creation to the first attempt, and from then to the end; 0: none.
+    start_timeout_ms: int = 0
+    finish_timeout_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +160,21 @@ class StepsPlanned:
     step_ids: tuple[StepId, ...]
 
 
-Opcode = StepCompleted | StepFailed | Sleep | RunCompleted | RunFailed | StepsPlanned
+@dataclass(frozen=True, slots=True)
+class WaitForEvent:
+    """The run waits for an event `name` matching `if_expression` (CEL over `event`, the run's
+    event, and `async`, the awaited one) until `timeout_until_ms`, when the step is null."""
+
+    step_id: StepId
+    name: str
+    event: str
+    if_expression: str
+    timeout_until_ms: int
+
+
+Opcode = (
+    StepCompleted | StepFailed | Sleep | RunCompleted | RunFailed | StepsPlanned | WaitForEvent
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,7 +123,8 @@ class RunControl:
         await self._queue.enqueue_runs([NewRun(
             run_id=new_id, function_id=function.id, app_id=function.app_id,
             event_id=event.id, event_json=body, max_attempts=function.retries + 1,
-            available_at_ms=0)], now_ms)
+            available_at_ms=0, start_timeout_ms=function.start_timeout_ms,
+            finish_timeout_ms=function.finish_timeout_ms)], now_ms)
         self._on_enqueued()
         log.info("run.replayed", run_id=new_id, original_run_id=run_id)
         return new_id

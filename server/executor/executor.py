@@ -100,6 +100,15 @@ class Executor:
                 if requeued:
                     log.warning("lease.expired", shard=shard.shard, jobs=requeued)
                     self.wake()
+                for run_id, held in await self._state.time_out_runs(shard, _now_ms()):
+                    log.info("run.timed_out", run_id=run_id, reason="finish")
+                    if held:
+                        await self._tell_drivers_cancelled(run_id)
+
+    async def _tell_drivers_cancelled(self, run_id: RunId) -> None:
+        for driver in self._drivers:
+            if await driver.cancel(run_id):
+                break
 
     async def commit(
         self, results: Sequence[tuple[Job, Opcode]], relock: bool

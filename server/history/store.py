@@ -121,6 +121,8 @@ def function_config_to_json(config: FunctionConfig) -> str:
             "triggers": [_trigger_to_dict(t) for t in config.triggers],
             "retries": config.retries,
             "url": config.url,
+            "start_timeout_ms": config.start_timeout_ms,
+            "finish_timeout_ms": config.finish_timeout_ms,
         },
         separators=(",", ":"),
     )
@@ -136,6 +138,8 @@ def function_config_from_json(text: str) -> FunctionConfig:
         triggers=tuple(_trigger_from_dict(t) for t in raw["triggers"]),
         retries=int(raw["retries"]),
         url=str(raw.get("url", "")),
+        start_timeout_ms=int(raw.get("start_timeout_ms", 0)),
+        finish_timeout_ms=int(raw.get("finish_timeout_ms", 0)),
     )
 
 

@@ -32,6 +32,9 @@ class NewRun:
     event_json: bytes
     max_attempts: int
     available_at_ms: int
+    # Timeouts of the function (0: none): waiting to start, and from the start to the end.
+    start_timeout_ms: int = 0
+    finish_timeout_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +71,9 @@ def job_from_reply(
 
 
 class Queue:
-    def __init__(self, redis: Redis, keys: Keys, lease_ms: int) -> None:
+    def __init__(self, redis: Redis, keys: Keys, lease_ms: int,
+                 finished_run_ttl_s: int = 86_400) -> None:
+        self._finished_run_ttl_s = finished_run_ttl_s
         self._redis = redis
         self._keys = keys
         self.lease_ms = lease_ms
@@ -96,8 +101,10 @@ class Queue:
             args: list[EncodableT] = [sk.tag, now_ms]
             for i in indexes:
                 run = runs[i]
+                start_by = now_ms + run.start_timeout_ms if run.start_timeout_ms > 0 else 0
                 args += [run.run_id, run.function_id, run.app_id, run.event_json, run.event_id,
-                         run.max_attempts, run.available_at_ms, run.run_id]
+                         run.max_attempts, run.available_at_ms, run.run_id, start_by,
+                         run.finish_timeout_ms]
             reply = await self._enqueue(keys=[sk.history], args=args)
             for i, flag in zip(indexes, reply, strict=True):
                 created[i] = int(flag) == 1
@@ -115,6 +122,7 @@ class Queue:
         keys = [shard.leased, shard.lease_seq, shard.history] + [shard.ready(f) for f, _ in caps]
         args: list[EncodableT] = [now_ms, self.lease_ms, total, shard.tag]
         args += [c for _, c in caps]
+        args.append(self._finished_run_ttl_s)
         async with asyncio.timeout(REDIS_CALL_S):
             reply = await self._lease(keys=keys, args=args)
         items, next_due = reply

@@ -19,8 +19,9 @@ from ulid import ULID
 
 from server.keys import Keys
 from server.queue import NewRun, Queue
-from server.runner.expressions import matches
+from server.runner.expressions import compile_expression, matches
 from server.runner.registry import Registry
+from server.state import StateStore, WaitEntry
 from server.tasks import raise_if_cancelling
 from server.types import EventId, RunId
 
@@ -40,10 +41,14 @@ def run_id_for(event_id: str, function_id: str) -> RunId:
     return RunId(str(ULID.from_bytes(ts.to_bytes(6, "big") + digest)))
 
 
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 class Runner:
     def __init__(
         self, redis: Redis, keys: Keys, queue: Queue, registry: Registry, consumer: str,
-        on_enqueued: Callable[[], None],
+        on_enqueued: Callable[[], None], state: StateStore | None = None,
     ) -> None:
         self._redis = redis
         self._keys = keys
@@ -52,6 +57,8 @@ class Runner:
         self._index = registry.index
         self._consumer = consumer
         self._on_enqueued = on_enqueued
+        self._state = state
+        self._programs: dict[str, Any] = {}  # wait `if` expression -> compiled CEL
 
     async def _ensure_group(self) -> None:
         try:
@@ -100,6 +107,8 @@ class Runner:
             created = await self._queue.enqueue_runs(runs, now_ms)
             if any(created):
                 self._on_enqueued()
+        if await self._resume_waits(entries, now_ms):
+            self._on_enqueued()
         ids = [entry_id for entry_id, _ in entries]
         if ids:
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -107,6 +116,54 @@ class Runner:
                 pipe.xdel(self._keys.events, *ids)
                 await pipe.execute()
         return len(runs)
+
+    async def _resume_waits(
+        self, entries: Sequence[tuple[Any, dict[bytes, bytes]]], now_ms: int
+    ) -> int:
+        """Resumes the runs waiting for the batch's events: one HGETALL per event name per
+        shard, pipelined, finds them by name (no scan of every waiting run)."""
+        if self._state is None:
+            return 0
+        by_name: dict[str, list[bytes]] = {}
+        for _, fields in entries:
+            by_name.setdefault(fields[b"name"].decode(), []).append(fields[b"e"])
+        names = list(by_name)
+        resumed = 0
+        for sk in self._keys.all_shards():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.hgetall(sk.waits(name))
+                replies = await pipe.execute()
+            for name, waiting in zip(names, replies, strict=True):
+                for raw_run, raw_entry in waiting.items():
+                    run_id = RunId(_s(raw_run))
+                    entry = WaitEntry.parse(name, raw_entry)
+                    for event_json in by_name[name]:
+                        if entry.until_ms > now_ms and not await self._wait_matches(
+                                run_id, entry, event_json):
+                            continue
+                        # A timed-out entry is dropped by the same script, matching nothing.
+                        if await self._state.resume_wait(run_id, entry, event_json, now_ms):
+                            log.info("wait.resumed", run_id=run_id, step_id=entry.step_id)
+                            resumed += 1
+                        break
+        return resumed
+
+    async def _wait_matches(self, run_id: RunId, entry: WaitEntry, event_json: bytes) -> bool:
+        if not entry.if_expression:
+            return True
+        program = self._programs.get(entry.if_expression)
+        if program is None:
+            try:
+                program = compile_expression("if", entry.if_expression)
+            except Exception:
+                return False
+            if len(self._programs) > 10_000:
+                self._programs.clear()
+            self._programs[entry.if_expression] = program
+        original = await self._redis.hget(self._keys.for_run(run_id).run(run_id), "event")
+        variables = {"event": json.loads(original or b"{}"), "async": json.loads(event_json)}
+        return matches(program, variables)
 
     async def _runs_for(self, fields: dict[bytes, bytes]) -> list[NewRun]:
         # The client is created without decode_responses: stream fields arrive as bytes.
@@ -138,5 +195,6 @@ class Runner:
                 run_id=run_id_for(event_id, fn.id), function_id=fn.id, app_id=fn.app_id,
                 event_id=EventId(event_id), event_json=event_json,
                 max_attempts=fn.retries + 1, available_at_ms=0,
+                start_timeout_ms=fn.start_timeout_ms, finish_timeout_ms=fn.finish_timeout_ms,
             ))
         return runs

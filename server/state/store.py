@@ -21,7 +21,7 @@ from redis.exceptions import ResponseError
 from redis.typing import EncodableT
 
 from server.config import Settings
-from server.keys import Keys
+from server.keys import Keys, ShardKeys
 from server.luascript import check, load_script
 from server.types import (
     ErrorInfo,
@@ -37,6 +37,7 @@ from server.types import (
     StepCompleted,
     StepFailed,
     StepsPlanned,
+    WaitForEvent,
 )
 
 _PKG = "server.state"
@@ -59,6 +60,22 @@ class Applied:
     next_job: Job | None = None
     retrying: bool = False  # a failed step or function attempt will be retried
     error: str = ""  # why a result could not be applied
+
+
+@dataclass(frozen=True, slots=True)
+class WaitEntry:
+    """One run waiting for an event (a field of the shard's waits hash of `event`)."""
+
+    event: str
+    step_id: str
+    function_id: str
+    if_expression: str
+    until_ms: int
+
+    @classmethod
+    def parse(cls, event: str, raw: bytes) -> WaitEntry:
+        d = json.loads(raw)
+        return cls(event, str(d["step"]), str(d["fn"]), str(d.get("if") or ""), int(d["until"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +105,11 @@ class StateStore:
         self._scripts = {
             name: load_script(redis, _PKG, name, prelude="_prelude")
             for name in ("step_completed", "step_failed", "sleep", "run_completed", "run_failed",
-                         "steps_planned")
+                         "steps_planned", "wait_for_event")
         }
         self._cancel = load_script(redis, _PKG, "cancel_run")
+        self._time_out = load_script(redis, _PKG, "time_out_runs")
+        self._resume_wait = load_script(redis, _PKG, "resume_wait")
 
     def backoff_ms(self, attempt: int) -> int:
         """Exponential backoff with jitter for the retry after attempt `attempt` (from 0)."""
@@ -112,7 +131,8 @@ class StateStore:
                 await self._scripts[name](
                     keys=[sk.run(job.run_id), sk.steps(job.run_id), sk.job(job.job_id), sk.leased,
                           sk.ready(job.function_id), sk.history, sk.lease_seq,
-                          sk.stack(job.run_id), sk.planned(job.run_id)],
+                          sk.stack(job.run_id), sk.planned(job.run_id),
+                          *([sk.waits(op.event)] if isinstance(op, WaitForEvent) else [])],
                     args=[job.job_id, job.lease_id, now_ms, relock_expires,
                           self._settings.finished_run_ttl_s, sk.job_prefix, *args],
                     client=pipe,
@@ -136,6 +156,10 @@ class StateStore:
             return "run_completed", [op.output_json]
         if isinstance(op, StepsPlanned):
             return "steps_planned", list(op.step_ids)
+        if isinstance(op, WaitForEvent):
+            entry = json.dumps({"step": op.step_id, "fn": job.function_id,
+                                "if": op.if_expression, "until": op.timeout_until_ms})
+            return "wait_for_event", [op.step_id, op.name, entry, op.timeout_until_ms]
         retry_at = now_ms + max(op.retry_after_ms, self.backoff_ms(job.attempt))
         return "run_failed", [error_json(op.error), int(op.non_retriable), FUNCTION_STEP_ID,
                               retry_at]
@@ -183,6 +207,32 @@ class StateStore:
         )
         return RunStatus(_s(reply[0])), bool(int(reply[1]))
 
+    async def resume_wait(
+        self, run_id: RunId, entry: WaitEntry, event_json: bytes, now_ms: int
+    ) -> bool:
+        """Memoises the awaited event for a waiting run and makes its job due now; False
+        when the wait is already over (timed out, resumed by another event, run ended)."""
+        sk = self._keys.for_run(run_id)
+        memo = b'{"data":' + event_json + b"}"
+        async with asyncio.timeout(REDIS_CALL_S):
+            reply = await self._resume_wait(
+                keys=[sk.waits(entry.event), sk.run(run_id), sk.steps(run_id), sk.job(run_id),
+                      sk.ready(entry.function_id)],
+                args=[run_id, entry.step_id, memo, entry.until_ms, now_ms],
+            )
+        return int(check(reply, f"run {run_id}")) == 1
+
+    async def time_out_runs(self, shard: ShardKeys, now_ms: int,
+                            limit: int = 100) -> list[tuple[RunId, bool]]:
+        """Fails the shard's runs past their finish timeout; returns each one's id and whether
+        a worker held one of its jobs (to be told, as for a cancel)."""
+        async with asyncio.timeout(REDIS_CALL_S):
+            reply = await self._time_out(
+                keys=[shard.deadlines, shard.leased, shard.history],
+                args=[now_ms, shard.tag, self._settings.finished_run_ttl_s, limit],
+            )
+        return [(RunId(_s(run_id)), bool(int(held))) for run_id, held in reply]
+
     async def stack(self, run_id: RunId) -> list[str]:
         """The run's step ids in the order they were memoised."""
         async with asyncio.timeout(REDIS_CALL_S):
@@ -208,4 +258,4 @@ class StateStore:
         )
 
 
-__all__ = ["Applied", "JobId", "Outcome", "RunState", "StateStore"]
+__all__ = ["Applied", "JobId", "Outcome", "RunState", "StateStore", "WaitEntry"]

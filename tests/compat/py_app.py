@@ -109,6 +109,26 @@ async def parallel(ctx: inngest.Context) -> dict[str, Any]:
             "calls": counts(ctx, "left", "right", "join")}
 
 
+@client.create_function(fn_id="waiter", trigger=inngest.TriggerEvent(event=f"{APP_ID}/waiter"))
+async def waiter(ctx: inngest.Context) -> dict[str, Any]:
+    """Waits for `<app>/paid` with the same key, for `timeout_s` seconds."""
+    paid = await ctx.step.wait_for_event(
+        "paid", event=f"{APP_ID}/paid", if_exp="async.data.key == event.data.key",
+        timeout=datetime.timedelta(seconds=ctx.event.data["timeout_s"]))
+    return {"paid": None if paid is None else {"name": paid.name, "data": paid.data}}
+
+
+@client.create_function(fn_id="laggard",
+                        timeouts=inngest.Timeouts(finish=datetime.timedelta(seconds=1)),
+                        trigger=inngest.TriggerEvent(event=f"{APP_ID}/laggard"))
+async def laggard(ctx: inngest.Context) -> None:
+    """A step of 3 s in a function with a finish timeout of 1 s: the run fails."""
+    async def nap() -> None:
+        await asyncio.sleep(3)
+
+    await ctx.step.run("nap", nap)
+
+
 app = fastapi.FastAPI()
 
 
@@ -127,7 +147,8 @@ async def send(event: dict[str, Any]) -> fastapi.responses.JSONResponse:
     return fastapi.responses.JSONResponse({"ids": ids})
 
 
-inngest.fast_api.serve(app, client, [sequential, flaky, doomed, mourned, napper, parallel])
+inngest.fast_api.serve(app, client, [sequential, flaky, doomed, mourned, napper, parallel, waiter,
+                          laggard])
 
 if __name__ == "__main__":
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")

@@ -224,3 +224,40 @@ async def test_the_readme_inngest_example_runs_as_written(deployment: Deployment
         assert run["status"] == "Completed" and run["output"] == {"status": "shipped A1"}
     finally:
         await stop_all([app])
+
+
+async def test_a_wait_for_event_is_resumed_by_a_later_matching_event(
+    deployment: Deployment, app: SdkApp,
+) -> None:
+    key = uuid.uuid4().hex
+    event_id = await deployment.gateway.send(app.event("waiter"), {"key": key, "timeout_s": 60})
+    (run,) = await eventually(lambda: deployment.gateway.runs_of(event_id), len, what="the run")
+    client = Client(deployment.server.endpoints.grpc_port)  # type: ignore[union-attr]
+    try:
+        # The wait's step record is written by the script that registers the wait.
+        await eventually(lambda: client.run(run["run_id"]),
+                         lambda r: any(s.name == "paid" for s in r.steps), what="the wait")
+    finally:
+        await client.close()
+    await deployment.gateway.send(app.event("paid"), {"key": "another"})
+    await deployment.gateway.send(app.event("paid"), {"key": key, "amount": 3})
+    done = await deployment.gateway.finished_run(event_id)
+    assert done["status"] == "Completed", done
+    assert done["output"] == {
+        "paid": {"name": app.event("paid"), "data": {"key": key, "amount": 3}}}
+
+
+async def test_a_wait_for_event_times_out_to_null(deployment: Deployment, app: SdkApp) -> None:
+    event_id = await deployment.gateway.send(
+        app.event("waiter"), {"key": uuid.uuid4().hex, "timeout_s": 1})
+    done = await deployment.gateway.finished_run(event_id)
+    assert done["status"] == "Completed", done
+    assert done["output"] == {"paid": None}
+
+
+async def test_a_run_past_its_finish_timeout_fails(deployment: Deployment, app: SdkApp) -> None:
+    event_id = await deployment.gateway.send(app.event("laggard"), {"key": uuid.uuid4().hex})
+    done = await deployment.gateway.finished_run(event_id)
+    assert done["status"] == "Failed", done
+    assert done["output"]["name"] == "FinishTimeoutError"
+    assert "finish timeout" in done["output"]["message"]

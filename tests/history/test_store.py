@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -73,6 +75,16 @@ def test_function_configs_round_trip_through_json() -> None:
         retries=7,
     )
     assert store.function_config_from_json(store.function_config_to_json(config)) == config
+
+
+def test_function_timeouts_round_trip_and_old_rows_have_none() -> None:
+    config = dataclasses.replace(fn("shop", "charge"), start_timeout_ms=10_000,
+                                 finish_timeout_ms=3_600_000)
+    assert store.function_config_from_json(store.function_config_to_json(config)) == config
+    old = json.loads(store.function_config_to_json(fn("shop", "charge")))
+    del old["start_timeout_ms"], old["finish_timeout_ms"]
+    loaded = store.function_config_from_json(json.dumps(old))
+    assert (loaded.start_timeout_ms, loaded.finish_timeout_ms) == (0, 0)
 
 
 async def test_an_app_and_its_functions_are_upserted(engine: AsyncEngine) -> None:

@@ -3,6 +3,7 @@
 from plait._app import App
 from plait._context import Context
 from plait._errors import NonRetriableError, RetryAfterError, StepError
+from plait._messages import Timeouts
 from plait._step import Step, SyncStep
 from plait._triggers import TriggerCron, TriggerEvent
 from plait._version import __version__ as __version__
@@ -16,6 +17,7 @@ __all__ = [
     "Step",
     "StepError",
     "SyncStep",
+    "Timeouts",
     "TriggerCron",
     "TriggerEvent",
     "Worker",

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from plait._context import Context
-from plait._messages import FunctionSpec
+from plait._messages import FunctionSpec, Timeouts
 from plait._step import Step, SyncStep
 from plait._triggers import TriggerCron, TriggerEvent
 
@@ -47,6 +47,7 @@ class App:
         name: str | None = None,
         retries: int | None = None,
         on_failure: AsyncHandler | SyncHandler | None = None,
+        timeouts: Timeouts | None = None,
     ) -> Callable[[F], F]:
         """Declares a function: `async def f(ctx, step: Step)` or `def f(ctx, step: SyncStep)`.
 
@@ -55,7 +56,8 @@ class App:
         function has failed (retries exhausted): it is the function `<function_id>-failure`,
         triggered by `inngest/function.failed`, so `ctx.event.data` holds the failed run's
         `event`, `error` ({name, message, stack}), `function_id` and `run_id`. The decorated
-        function is returned unchanged.
+        function is returned unchanged. `timeouts` (`Timeouts(start_s=…, finish_s=…)`) fail a
+        run that waits too long to start or takes too long to finish.
         """
         _check_id("function id", function_id)
         if function_id in self._functions:
@@ -79,7 +81,8 @@ class App:
                 f"function {function_id!r} retries has value {retries!r}. "
                 f"Expected an int from 0 to {_MAX_RETRIES}."
             )
-        spec = FunctionSpec(function_id, name or function_id, triggers, retries)
+        _check_timeouts(function_id, timeouts)
+        spec = FunctionSpec(function_id, name or function_id, triggers, retries, timeouts)
 
         def register(fn: F) -> F:
             if not callable(fn):
@@ -129,3 +132,19 @@ def _triggers(
                 "Expected TriggerEvent or TriggerCron."
             )
     return triggers
+
+
+def _check_timeouts(function_id: str, timeouts: Timeouts | None) -> None:
+    if timeouts is None:
+        return
+    if not isinstance(timeouts, Timeouts):
+        raise TypeError(f"function {function_id!r} timeouts must be a Timeouts, not {timeouts!r}")
+    for field in ("start_s", "finish_s"):
+        value = getattr(timeouts, field)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+        ):
+            raise ValueError(
+                f"function {function_id!r} timeouts.{field} has value {value!r}. "
+                "Expected a positive number of seconds or None."
+            )

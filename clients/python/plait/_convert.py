@@ -24,6 +24,7 @@ from plait._messages import (
     Sleep,
     StepCompleted,
     StepFailed,
+    WaitForEvent,
 )
 from plait._triggers import TriggerEvent
 
@@ -66,6 +67,11 @@ def function_to_pb(spec: FunctionSpec) -> function_pb2.FunctionDefinition:
     if spec.retries is not None:
         # `retries` is proto3-optional: left unset, the server applies its default.
         definition.retries = spec.retries
+    if spec.timeouts is not None:
+        if spec.timeouts.start_s is not None:
+            definition.timeouts.start_ms = max(1, round(spec.timeouts.start_s * 1000))
+        if spec.timeouts.finish_s is not None:
+            definition.timeouts.finish_ms = max(1, round(spec.timeouts.finish_s * 1000))
     return definition
 
 
@@ -133,6 +139,16 @@ def _opcode_to_pb(op: Opcode) -> queue_pb2.Opcode:
         case Sleep():
             return queue_pb2.Opcode(
                 sleep=queue_pb2.Sleep(step_id=op.step_id, name=op.name, until_ms=op.until_ms)
+            )
+        case WaitForEvent():
+            return queue_pb2.Opcode(
+                wait_for_event=queue_pb2.WaitForEvent(
+                    step_id=op.step_id,
+                    name=op.name,
+                    event=op.event,
+                    if_expression=op.if_expression,
+                    timeout_until_ms=op.timeout_until_ms,
+                )
             )
         case RunCompleted():
             completed = queue_pb2.RunCompleted(output_json=op.output_json)

@@ -71,7 +71,16 @@ class RunFailed:
     retry_after_ms: int = 0
 
 
-Opcode = StepCompleted | StepFailed | Sleep | RunCompleted | RunFailed
+@dataclass(frozen=True, slots=True)
+class WaitForEvent:
+    step_id: str
+    name: str
+    event: str
+    if_expression: str
+    timeout_until_ms: int
+
+
+Opcode = StepCompleted | StepFailed | Sleep | RunCompleted | RunFailed | WaitForEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +98,19 @@ class FunctionSpec:
     name: str
     triggers: tuple[TriggerEvent | TriggerCron, ...]
     retries: int | None = None
+    timeouts: Timeouts | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """A function's run timeouts in seconds; None is no limit. A run past one fails.
+
+    `start_s`: longest wait from the run's creation to its first attempt. `finish_s`: longest
+    time from the first attempt to the run's end.
+    """
+
+    start_s: float | None = None
+    finish_s: float | None = None
 
 
 # Worker -> server.

@@ -10,9 +10,18 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, NoReturn, TypeVar, TypeVarTuple, overload
 
+from plait._context import Event
 from plait._encode import OutputError, dumps, error_info, is_non_retriable, retry_after_ms
 from plait._errors import StepError, _Interrupt
-from plait._messages import ErrorInfo, Opcode, RunFailed, Sleep, StepCompleted, StepFailed
+from plait._messages import (
+    ErrorInfo,
+    Opcode,
+    RunFailed,
+    Sleep,
+    StepCompleted,
+    StepFailed,
+    WaitForEvent,
+)
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -164,6 +173,20 @@ class Step:
             await run.yield_to_sibling()
         run.finish(Sleep(sid, name, until_ms))
 
+    async def wait_for_event(
+        self, step_id: str, *, event: str, timeout: float | timedelta, if_exp: str = ""  # noqa: ASYNC109
+    ) -> Event | None:
+        """Waits up to `timeout` for a later event named `event` for which the CEL `if_exp`
+        over `event` (this run's event) and `async` (the awaited one) holds; None on timeout."""
+        run = self._run
+        sid = run.step_id(step_id)
+        value = run.replay(sid)
+        if value is not _NEW:
+            return _event_of(value)
+        if not run.claim():
+            await run.yield_to_sibling()
+        run.finish(_wait_opcode(sid, step_id, event, if_exp, timeout))
+
 
 class SyncStep:
     """Durable steps for a plain `def` function, which runs in a worker thread."""
@@ -212,6 +235,39 @@ class SyncStep:
         if not run.claim():
             raise _Interrupt
         run.finish(Sleep(sid, name, until_ms))
+
+    def wait_for_event(
+        self, step_id: str, *, event: str, timeout: float | timedelta, if_exp: str = ""
+    ) -> Event | None:
+        """Waits up to `timeout` for a later event named `event` for which the CEL `if_exp`
+        over `event` (this run's event) and `async` (the awaited one) holds; None on timeout."""
+        run = self._run
+        sid = run.step_id(step_id)
+        value = run.replay(sid)
+        if value is not _NEW:
+            return _event_of(value)
+        if not run.claim():
+            raise _Interrupt
+        run.finish(_wait_opcode(sid, step_id, event, if_exp, timeout))
+
+
+def _wait_opcode(
+    sid: str, name: str, event: str, if_exp: str, timeout: float | timedelta
+) -> WaitForEvent:
+    if not isinstance(event, str) or not event:
+        raise ValueError(f"wait_for_event event has value {event!r}. It must be an event name.")
+    return WaitForEvent(sid, name, event, if_exp or "", _now_ms() + _duration_ms(timeout))
+
+
+def _event_of(value: Any) -> Event | None:
+    """The memo of a wait: the awaited event as stored by the server, or null (timed out)."""
+    if not isinstance(value, dict):
+        return None
+    data = value.get("data")
+    return Event(
+        id=str(value.get("id", "")), name=str(value.get("name", "")),
+        data=data if isinstance(data, dict) else {}, ts_ms=int(value.get("ts") or 0),
+    )
 
 
 async def _wait(awaitable: Awaitable[T]) -> T:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from server.drivers.http._response import duration_ms
 from server.errors import InvalidArgument
 from server.types import (
     AppId,
@@ -72,6 +73,27 @@ def _retries(step: dict[str, Any], at: str, default: int) -> int:
     return attempts
 
 
+def _timeouts(raw: dict[str, Any], at: str) -> tuple[int, int]:
+    """`timeouts: {start?, finish?}` as durations ("10s", "1h"); (start_ms, finish_ms), 0: none."""
+    timeouts = raw.get("timeouts")
+    if timeouts is None:
+        return 0, 0
+    if not isinstance(timeouts, dict):
+        raise InvalidArgument(f"{at}.timeouts", "must be an object with `start` and/or `finish`")
+    out = []
+    for key in ("start", "finish"):
+        value = timeouts.get(key)
+        if value is None or value == "":
+            out.append(0)
+            continue
+        ms = duration_ms(value) if isinstance(value, str) else None
+        if not ms:
+            raise InvalidArgument(f"{at}.timeouts.{key}",
+                                  f"{value!r} is not a positive duration such as '10s' or '1h'")
+        out.append(ms)
+    return out[0], out[1]
+
+
 def _function(raw: Any, app_id: AppId, at: str, default_retries: int) -> FunctionConfig:
     if not isinstance(raw, dict):
         raise InvalidArgument(at, "must be an object")
@@ -98,12 +120,15 @@ def _function(raw: Any, app_id: AppId, at: str, default_retries: int) -> Functio
     url = http_url(_str(runtime, "url", f"{at}.steps.step.runtime."),
                    f"{at}.steps.step.runtime.url")
     name = raw.get("name")
+    start_ms, finish_ms = _timeouts(raw, at)
     return FunctionConfig(
         id=FunctionId(f"{app_id}-{slug}"), app_id=app_id, slug=slug,
         name=name if isinstance(name, str) and name else slug,
         triggers=tuple(_trigger(t, f"{at}.triggers[{j}]") for j, t in enumerate(triggers)),
         retries=_retries(step, f"{at}.steps.step", default_retries),
         url=url,
+        start_timeout_ms=start_ms,
+        finish_timeout_ms=finish_ms,
     )
 
 

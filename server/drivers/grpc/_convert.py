@@ -9,6 +9,7 @@ from collections import OrderedDict
 from plait_proto.v1 import event_pb2, function_pb2, queue_pb2
 
 from server.errors import InvalidArgument
+from server.runner.expressions import compile_expression
 from server.types import (
     AppId,
     AppRegistration,
@@ -29,6 +30,7 @@ from server.types import (
     StepFailed,
     StepId,
     Trigger,
+    WaitForEvent,
 )
 
 MAX_CONCURRENT_JOBS = 10_000
@@ -51,12 +53,21 @@ def registration_from_pb(msg: queue_pb2.Register, default_retries: int) -> AppRe
             id=FunctionId(f"{app_id}-{fd.id}"), app_id=app_id, slug=fd.id, name=fd.name or fd.id,
             triggers=tuple(triggers),
             retries=fd.retries if fd.HasField("retries") else default_retries,
+            start_timeout_ms=_timeout_ms(fd.timeouts.start_ms, f"functions[{i}].timeouts.start_ms"),
+            finish_timeout_ms=_timeout_ms(fd.timeouts.finish_ms,
+                                          f"functions[{i}].timeouts.finish_ms"),
         ))
     if not 1 <= msg.max_concurrent_jobs <= MAX_CONCURRENT_JOBS:
         raise InvalidArgument(
             "register.max_concurrent_jobs",
             f"{msg.max_concurrent_jobs} is not in 1..{MAX_CONCURRENT_JOBS}")
     return AppRegistration(app_id, tuple(functions), msg.language, msg.sdk_name, msg.sdk_version)
+
+
+def _timeout_ms(value: int, field: str) -> int:
+    if value < 0:
+        raise InvalidArgument(field, f"{value} must not be negative (0 means no timeout)")
+    return value
 
 
 class EventCache:
@@ -121,6 +132,8 @@ def opcode_from_pb(msg: queue_pb2.Opcode, at: str) -> Opcode:
         if s.until_ms <= 0:
             raise InvalidArgument(f"{at}.sleep.until_ms", "must be a Unix time in ms")
         return Sleep(_step_id(f"{at}.sleep.step_id", s.step_id), s.name or s.step_id, s.until_ms)
+    if kind == "wait_for_event":
+        return _wait_for_event(msg.wait_for_event, f"{at}.wait_for_event")
     if kind == "run_completed":
         return RunCompleted(msg.run_completed.output_json)
     if kind == "run_failed":
@@ -136,3 +149,14 @@ def result_from_pb(msg: queue_pb2.JobResult, at: str) -> JobResult:
         raise InvalidArgument(f"{at}.opcodes", "must hold exactly one opcode")
     ops = tuple(opcode_from_pb(o, f"{at}.opcodes[{i}]") for i, o in enumerate(msg.opcodes))
     return JobResult(JobId(msg.job_id), LeaseId(msg.lease_id), ops)
+
+
+def _wait_for_event(w: queue_pb2.WaitForEvent, at: str) -> WaitForEvent:
+    if not w.event:
+        raise InvalidArgument(f"{at}.event", "must not be empty")
+    if w.timeout_until_ms <= 0:
+        raise InvalidArgument(f"{at}.timeout_until_ms", "must be a Unix time in ms")
+    if w.if_expression:
+        compile_expression(f"{at}.if_expression", w.if_expression)
+    return WaitForEvent(_step_id(f"{at}.step_id", w.step_id), w.name or w.step_id, w.event,
+                        w.if_expression, w.timeout_until_ms)

@@ -26,6 +26,7 @@ from server.types import (
     StepFailed,
     StepId,
     StepsPlanned,
+    WaitForEvent,
 )
 
 MAX_STEP_ID_BYTES = 512
@@ -152,9 +153,38 @@ def _one_op(op: dict[str, Any], job: Job, headers: Mapping[str, str], now_ms: in
             raise _Unsupported("a sleep inside parallel steps")
         step_id = _step_id(op, "ops[0]")
         return Sleep(step_id, _name(op, step_id), sleep_until_ms(op, now_ms))
+    if kind == "WaitForEvent":
+        if job.target_step:
+            raise _Unsupported("a wait for event inside parallel steps")
+        return _wait_for_event(op, now_ms)
     if kind == "RunComplete":
         return RunCompleted(_json(op.get("data")))
     raise _Unsupported(f"the {kind!r} op")
+
+
+def _wait_for_event(op: dict[str, Any], now_ms: int) -> WaitForEvent:
+    """`name` (or `opts.event`) is the awaited event, `opts.timeout` a duration or a time,
+    `opts.if` CEL over `event` and `async`; an empty timeout expires at once (as Inngest)."""
+    step_id = _step_id(op, "ops[0]")
+    opts = op.get("opts") if isinstance(op.get("opts"), dict) else {}
+    assert isinstance(opts, dict)
+    event = opts.get("event") or op.get("name")
+    if not isinstance(event, str) or not event:
+        raise _Unsupported("a WaitForEvent op without an event name")
+    raw_timeout = opts.get("timeout")
+    until_ms = now_ms
+    if isinstance(raw_timeout, str) and raw_timeout:
+        at = _time_ms(raw_timeout) if len(raw_timeout) >= 10 else None
+        delay = duration_ms(raw_timeout)
+        if at is None and delay is None:
+            raise _Unsupported(f"a WaitForEvent timeout {raw_timeout!r}")
+        until_ms = min(at, now_ms + MAX_SLEEP_MS) if at is not None else (
+            now_ms + min(delay or 0, MAX_SLEEP_MS))
+    expression = opts.get("if")
+    display = op.get("displayName")
+    name = display if isinstance(display, str) and display else step_id
+    return WaitForEvent(step_id, name, event,
+                        expression if isinstance(expression, str) else "", until_ms)
 
 
 def _ops(parsed: Any, job: Job, headers: Mapping[str, str], now_ms: int) -> Opcode:

@@ -2,13 +2,17 @@
 -- with work an equal share of what is left, so one flooded function cannot starve the others.
 -- KEYS[1] leased zset  KEYS[2] lease counter  KEYS[3] history stream  KEYS[4..] ready zsets
 -- ARGV[1] now_ms  ARGV[2] lease_ms  ARGV[3] total to lease  ARGV[4] shard key tag
--- ARGV[5..] per-function caps, aligned with KEYS[4..]
+-- ARGV[5..4+n] per-function caps, aligned with KEYS[4..]  ARGV[5+n] finished-run ttl s
 -- Returns {jobs, next_due_ms}: each job {job_id, lease_id, run_id, function_id, attempt,
 -- max_attempts, event_json, expires_ms, {step_id, memo, ...}, step}, where step is the planned
 -- step a job runs ('' for a run's main job); next_due_ms is the earliest score left in those
 -- ready sets, -1 when they are empty.
 -- A leased job's hash keeps `ready` (when it became runnable) and `leased` (now), which the
 -- opcode scripts copy into the attempt's history record for its spans.
+-- Timeouts: a queued run past its `start_by` (ms) or a running one past its `finish_by` ends
+-- here as failed (StartTimeoutError / FinishTimeoutError) instead of being leased; a run that
+-- starts gets `finish_by` = now + its `finish_ms` and joins the shard's deadlines zset, which
+-- the executor's sweep reads for runs overdue while a worker holds them.
 local leased, counter, history = KEYS[1], KEYS[2], KEYS[3]
 local now = tonumber(ARGV[1])
 local expires = now + tonumber(ARGV[2])
@@ -19,6 +23,19 @@ local caps, active = {}, {}
 for i = 1, n do
   caps[i] = tonumber(ARGV[4 + i])
   if caps[i] > 0 then active[#active + 1] = i end
+end
+local function fail_timeout(rk, run_id, fn, app, name, limit_ms)
+  local err = cjson.encode({name = name, message = 'the run exceeded its ' ..
+    (name == 'StartTimeoutError' and 'start' or 'finish') .. ' timeout of ' .. limit_ms ..
+    ' ms', stack = ''})
+  redis.call('HSET', rk, 'status', 'failed', 'ended', now, 'error', err)
+  local ttl = tonumber(ARGV[5 + n])
+  redis.call('EXPIRE', rk, ttl)
+  redis.call('EXPIRE', rk .. ':steps', ttl)
+  redis.call('EXPIRE', rk .. ':stack', ttl)
+  redis.call('ZREM', tag .. ':deadlines', run_id)
+  redis.call('XADD', history, '*', 'k', 'end', 'run', run_id, 'status', 'failed',
+    'output', '', 'error', err, 'ts', now, 'fn', fn, 'app', app or '')
 end
 local out = {}
 while remaining > 0 and #active > 0 do
@@ -35,8 +52,17 @@ while remaining > 0 and #active > 0 do
       local jk = tag .. ':job:' .. id
       local job = redis.call('HMGET', jk, 'run', 'fn', 'attempt', 'step')
       local rk = job[1] and (tag .. ':run:' .. job[1])
-      local run = rk and redis.call('HMGET', rk, 'status', 'event', 'max', 'created') or {}
-      if run[1] == 'queued' or run[1] == 'running' then
+      local run = rk and redis.call('HMGET', rk, 'status', 'event', 'max', 'created',
+        'start_by', 'finish_by', 'finish_ms', 'app') or {}
+      local start_by, finish_by = tonumber(run[5]) or 0, tonumber(run[6]) or 0
+      if run[1] == 'queued' and start_by > 0 and now > start_by then
+        redis.call('DEL', jk)
+        fail_timeout(rk, job[1], job[2], run[8], 'StartTimeoutError',
+          start_by - tonumber(run[4]))
+      elseif run[1] == 'running' and finish_by > 0 and now > finish_by then
+        redis.call('DEL', jk)
+        fail_timeout(rk, job[1], job[2], run[8], 'FinishTimeoutError', tonumber(run[7]) or 0)
+      elseif run[1] == 'queued' or run[1] == 'running' then
         local lease = tostring(redis.call('INCR', counter))
         -- A new run's first job is queued at 0, "at once": it waited since the run's creation.
         local ready_at = math.max(tonumber(ids[j + 1]), tonumber(run[4]) or 0)
@@ -44,6 +70,11 @@ while remaining > 0 and #active > 0 do
         redis.call('ZADD', leased, expires, id)
         if run[1] == 'queued' then
           redis.call('HSET', rk, 'status', 'running', 'started', now)
+          local finish_ms = tonumber(run[7]) or 0
+          if finish_ms > 0 then
+            redis.call('HSET', rk, 'finish_by', now + finish_ms)
+            redis.call('ZADD', tag .. ':deadlines', now + finish_ms, job[1])
+          end
           redis.call('XADD', history, '*', 'k', 'start', 'run', job[1], 'ts', now, 'fn', job[2])
         end
         local steps = redis.call('HGETALL', rk .. ':steps')

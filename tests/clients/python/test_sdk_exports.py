@@ -12,6 +12,7 @@ def test_the_sdk_exports_exactly_its_public_names() -> None:
         "Step",
         "StepError",
         "SyncStep",
+        "Timeouts",
         "TriggerCron",
         "TriggerEvent",
         "Worker",

@@ -110,7 +110,31 @@ const parallel = inngest.createFunction(
   },
 );
 
-const handler = serve({ client: inngest, functions: [sequential, flaky, doomed, mourned, napper, parallel] });
+const waiter = inngest.createFunction(
+  { id: "waiter", triggers: [{ event: `${appId}/waiter` }] },
+  async ({ event, step }) => {
+    const timeoutS = (event.data as { timeout_s: number }).timeout_s;
+    const paid = await step.waitForEvent("paid", {
+      event: `${appId}/paid`,
+      timeout: `${timeoutS}s`,
+      if: "async.data.key == event.data.key",
+    });
+    return { paid: paid === null ? null : { name: paid.name, data: paid.data } };
+  },
+);
+
+// A step of 3 s in a function with a finish timeout of 1 s: the run fails.
+const laggard = inngest.createFunction(
+  { id: "laggard", timeouts: { finish: "1s" }, triggers: [{ event: `${appId}/laggard` }] },
+  async ({ step }) => {
+    await step.run("nap", () => new Promise((resolve) => setTimeout(resolve, 3000)));
+  },
+);
+
+const handler = serve({
+  client: inngest,
+  functions: [sequential, flaky, doomed, mourned, napper, parallel, waiter, laggard],
+});
 
 async function readJson(req: http.IncomingMessage): Promise<unknown> {
   const chunks: Buffer[] = [];

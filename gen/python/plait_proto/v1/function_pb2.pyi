@@ -7,16 +7,26 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class FunctionDefinition(_message.Message):
-    __slots__ = ("id", "name", "triggers", "retries")
+    __slots__ = ("id", "name", "triggers", "retries", "timeouts")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     TRIGGERS_FIELD_NUMBER: _ClassVar[int]
     RETRIES_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     triggers: _containers.RepeatedCompositeFieldContainer[Trigger]
     retries: int
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., triggers: _Optional[_Iterable[_Union[Trigger, _Mapping]]] = ..., retries: _Optional[int] = ...) -> None: ...
+    timeouts: Timeouts
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., triggers: _Optional[_Iterable[_Union[Trigger, _Mapping]]] = ..., retries: _Optional[int] = ..., timeouts: _Optional[_Union[Timeouts, _Mapping]] = ...) -> None: ...
+
+class Timeouts(_message.Message):
+    __slots__ = ("start_ms", "finish_ms")
+    START_MS_FIELD_NUMBER: _ClassVar[int]
+    FINISH_MS_FIELD_NUMBER: _ClassVar[int]
+    start_ms: int
+    finish_ms: int
+    def __init__(self, start_ms: _Optional[int] = ..., finish_ms: _Optional[int] = ...) -> None: ...
 
 class Trigger(_message.Message):
     __slots__ = ("event", "cron")

@@ -120,18 +120,20 @@ class JobResult(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., opcodes: _Optional[_Iterable[_Union[Opcode, _Mapping]]] = ...) -> None: ...
 
 class Opcode(_message.Message):
-    __slots__ = ("step_completed", "step_failed", "sleep", "run_completed", "run_failed")
+    __slots__ = ("step_completed", "step_failed", "sleep", "run_completed", "run_failed", "wait_for_event")
     STEP_COMPLETED_FIELD_NUMBER: _ClassVar[int]
     STEP_FAILED_FIELD_NUMBER: _ClassVar[int]
     SLEEP_FIELD_NUMBER: _ClassVar[int]
     RUN_COMPLETED_FIELD_NUMBER: _ClassVar[int]
     RUN_FAILED_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FOR_EVENT_FIELD_NUMBER: _ClassVar[int]
     step_completed: StepCompleted
     step_failed: StepFailed
     sleep: Sleep
     run_completed: RunCompleted
     run_failed: RunFailed
-    def __init__(self, step_completed: _Optional[_Union[StepCompleted, _Mapping]] = ..., step_failed: _Optional[_Union[StepFailed, _Mapping]] = ..., sleep: _Optional[_Union[Sleep, _Mapping]] = ..., run_completed: _Optional[_Union[RunCompleted, _Mapping]] = ..., run_failed: _Optional[_Union[RunFailed, _Mapping]] = ...) -> None: ...
+    wait_for_event: WaitForEvent
+    def __init__(self, step_completed: _Optional[_Union[StepCompleted, _Mapping]] = ..., step_failed: _Optional[_Union[StepFailed, _Mapping]] = ..., sleep: _Optional[_Union[Sleep, _Mapping]] = ..., run_completed: _Optional[_Union[RunCompleted, _Mapping]] = ..., run_failed: _Optional[_Union[RunFailed, _Mapping]] = ..., wait_for_event: _Optional[_Union[WaitForEvent, _Mapping]] = ...) -> None: ...
 
 class StepCompleted(_message.Message):
     __slots__ = ("step_id", "name", "output_json")
@@ -166,6 +168,20 @@ class Sleep(_message.Message):
     name: str
     until_ms: int
     def __init__(self, step_id: _Optional[str] = ..., name: _Optional[str] = ..., until_ms: _Optional[int] = ...) -> None: ...
+
+class WaitForEvent(_message.Message):
+    __slots__ = ("step_id", "name", "event", "if_expression", "timeout_until_ms")
+    STEP_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    IF_EXPRESSION_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    step_id: str
+    name: str
+    event: str
+    if_expression: str
+    timeout_until_ms: int
+    def __init__(self, step_id: _Optional[str] = ..., name: _Optional[str] = ..., event: _Optional[str] = ..., if_expression: _Optional[str] = ..., timeout_until_ms: _Optional[int] = ...) -> None: ...
 
 class RunCompleted(_message.Message):
     __slots__ = ("output_json",)
