@@ -10,11 +10,15 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
 import pytest_asyncio
 import redis as redis_sync
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.history import migrate, open_database
 
 # CI sets this so that a missing service fails the run instead of skipping its tests.
 REQUIRE_SERVICES = os.environ.get("PLAIT_TEST_REQUIRE_SERVICES", "") not in ("", "0")
@@ -92,3 +96,20 @@ async def database_url(_pg_database: str) -> AsyncIterator[str]:
     finally:
         await conn.close()
     yield f"postgresql+asyncpg://{base.split('://', 1)[1]}/{_pg_database}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A history database URL, once per SQL backend: a SQLite file, then real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path}/plait.db"
+    return str(request.getfixturevalue("database_url"))
+
+
+@pytest.fixture
+async def engine(url: str) -> AsyncIterator[AsyncEngine]:
+    """A migrated history engine on `url`."""
+    engine = await open_database(url)
+    await migrate(engine)
+    yield engine
+    await engine.dispose()

@@ -19,7 +19,7 @@ from server.queue.queue import HeldLease
 from server.state import Applied, Outcome, StateStore
 from server.tasks import raise_if_cancelling
 from server.telemetry.telemetry import Telemetry
-from server.types import FunctionId, Job, Opcode, RunId, RunStatus
+from server.types import Job, Opcode, RunId, RunStatus
 
 log = structlog.get_logger(__name__)
 
@@ -161,4 +161,4 @@ class Executor:
         self.wake()
 
 
-__all__ = ["Executor", "FunctionId"]
+__all__ = ["Executor"]

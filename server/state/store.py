@@ -258,4 +258,4 @@ class StateStore:
         )
 
 
-__all__ = ["Applied", "JobId", "Outcome", "RunState", "StateStore", "WaitEntry"]
+__all__ = ["Applied", "Outcome", "RunState", "StateStore", "WaitEntry"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -15,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from server.api.management import ManagementServicer
 from server.errors import NotFound
 from server.history import store
-from server.history.db import migrate, open_database
+from server.history.db import open_database
 from server.history.models import RUNS, STEP_ATTEMPTS
 from server.types import (
     AppId,
@@ -33,21 +32,6 @@ from server.types import (
 
 def ulid(n: int) -> str:
     return f"01J{n:023d}"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/plait.db"
-    return str(request.getfixturevalue("database_url"))
-
-
-@pytest.fixture
-async def engine(url: str) -> AsyncIterator[AsyncEngine]:
-    engine = await open_database(url)
-    await migrate(engine)
-    yield engine
-    await engine.dispose()
 
 
 class Canceller:

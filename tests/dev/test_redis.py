@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 from server.dev.redis import EmbeddedRedis, find_redis_server, socket_path
 from server.errors import Unavailable
+from tests.e2e.harness import eventually
 
 # Starts an EmbeddedRedis, writes a key, prints the Redis pid, then dies as by kill -9.
 _KILLED_PLAIT = """
@@ -34,12 +35,11 @@ asyncio.run(main())
 """
 
 
-async def eventually(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not predicate():
-        assert loop.time() < deadline, f"not true within {timeout_s} s"
-        await asyncio.sleep(0.01)
+async def until(predicate: Callable[[], bool], what: str) -> None:
+    async def probe() -> bool:
+        return predicate()
+
+    await eventually(probe, bool, 10, what)
 
 
 def gone(pid: int) -> bool:
@@ -122,7 +122,7 @@ async def test_a_running_instance_is_reused_and_stopped_by_its_new_owner(
     assert await get(url, "k") == b"v"
 
     await second.stop()
-    await eventually(lambda: gone(first_pid))
+    await until(lambda: gone(first_pid), "the first Redis to exit")
 
 
 async def test_concurrent_starts_on_one_data_dir_share_one_redis(tmp_path: Path) -> None:
@@ -146,7 +146,7 @@ async def test_a_killed_plait_leaves_no_orphan_and_loses_no_data(tmp_path: Path)
     assert child.returncode == -9
     redis_pid = int(out.splitlines()[-1])  # structlog may print before it
 
-    await eventually(lambda: gone(redis_pid))
+    await until(lambda: gone(redis_pid), "Redis to exit")
 
     redis = EmbeddedRedis(data_dir)
     try:

@@ -20,13 +20,6 @@ from server.history.db import migrate, open_database
 from server.history.models import Base
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/plait.db"
-    return str(request.getfixturevalue("database_url"))
-
-
 @pytest.fixture
 async def engine(url: str) -> AsyncIterator[AsyncEngine]:
     engine = await open_database(url)

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.errors import AlreadyExists, InvalidArgument, NotFound
 from server.history import store
-from server.history.db import migrate, open_database
 from server.history.models import RUNS, STEP_ATTEMPTS
 from server.types import (
     AppId,
@@ -27,21 +24,6 @@ from server.types import (
     RunStatus,
     StepStatus,
 )
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/plait.db"
-    return str(request.getfixturevalue("database_url"))
-
-
-@pytest.fixture
-async def engine(url: str) -> AsyncIterator[AsyncEngine]:
-    engine = await open_database(url)
-    await migrate(engine)
-    yield engine
-    await engine.dispose()
 
 
 def fn(

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,11 +13,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.history import store
-from server.history.db import migrate, open_database
+from server.history.db import open_database
 from server.history.models import RUNS, STEP_ATTEMPTS
 from server.history.writer import GROUP, HistoryWriter
 from server.keys import Keys
 from server.types import ErrorInfo, RunStatus, StepStatus
+from tests.e2e.harness import eventually
 
 RUN_A = "01JAAAAAAAAAAAAAAAAAAAAAAA"
 RUN_B = "01JBBBBBBBBBBBBBBBBBBBBBBB"
@@ -28,21 +27,6 @@ KEYS = Keys(shards=1)
 STREAM = KEYS.shard(0).history
 # Stream entry fields as the Lua scripts write them.
 Fields = dict[Any, Any]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/plait.db"
-    return str(request.getfixturevalue("database_url"))
-
-
-@pytest.fixture
-async def engine(url: str) -> AsyncIterator[AsyncEngine]:
-    engine = await open_database(url)
-    await migrate(engine)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture
@@ -89,13 +73,6 @@ async def count_steps(engine: AsyncEngine) -> int:
         return int(
             (await conn.execute(select(func.count()).select_from(STEP_ATTEMPTS))).scalar_one()
         )
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.01)
 
 
 async def test_a_run_is_written_with_its_steps(redis: aredis.Redis, engine: AsyncEngine) -> None:
@@ -267,7 +244,7 @@ async def test_run_drains_until_cancelled(redis: aredis.Redis, engine: AsyncEngi
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(writer.run())
         await add(redis, created(RUN_A), started(RUN_A), ended(RUN_A))
-        await eventually(finished)
+        await eventually(finished, bool, 10, "the batch to be written")
         task.cancel()
     assert task.cancelled()
 
@@ -295,7 +272,7 @@ async def test_run_outlives_an_sql_outage(redis: aredis.Redis, engine: AsyncEngi
         async with asyncio.TaskGroup() as tg:
             task = tg.create_task(HistoryWriter(redis, down, KEYS, "w1").run())
             await add(redis, created(RUN_A), ended(RUN_A))
-            await eventually(retried)
+            await eventually(retried, bool, 10, "the retry")
             assert not task.done()
             task.cancel()
     finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.config import Settings
 from server.history import store
-from server.history.db import migrate, open_database
 from server.history.spans import list_spans
 from server.history.writer import HistoryWriter
 from server.keys import Keys
@@ -25,21 +23,6 @@ EVENT = "01JEEEEEEEEEEEEEEEEEEEEEEE"
 SENDER = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 KEYS = Keys(shards=1)
 STREAM = KEYS.shard(0).history
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/plait.db"
-    return str(request.getfixturevalue("database_url"))
-
-
-@pytest.fixture
-async def engine(url: str) -> AsyncIterator[AsyncEngine]:
-    engine = await open_database(url)
-    await migrate(engine)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

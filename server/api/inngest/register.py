@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from server.drivers.http._response import duration_ms
+from server.durations import duration_ms
 from server.errors import InvalidArgument
 from server.types import (
     AppId,

@@ -8,13 +8,13 @@ sleep…), 201 a keepalive stream wrapping one of those, anything else an error 
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from server.durations import duration_ms
 from server.types import (
     ErrorInfo,
     Job,
@@ -32,10 +32,6 @@ from server.types import (
 MAX_STEP_ID_BYTES = 512
 MAX_SLEEP_MS = 366 * 24 * 3600 * 1000
 MAX_RETRY_AFTER_MS = 24 * 3600 * 1000
-_UNIT_MS = {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "ms": 1, "s": 1000, "m": 60_000,
-            "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d|w)")
-_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h|d|w))+$")
 
 
 class _Unsupported(Exception):
@@ -49,13 +45,6 @@ def _now_ms() -> int:
 def _text(body: bytes, limit: int = 300) -> str:
     text = body.decode(errors="replace").strip()
     return text if len(text) <= limit else text[:limit] + "…"
-
-
-def duration_ms(text: str) -> int | None:
-    """Go-style durations with days and weeks ("2s", "1h30m", "500ms", "2d"); None if not one."""
-    if not _DURATION.match(text):
-        return None
-    return int(sum(float(n) * _UNIT_MS[u] for n, u in _DURATION_PART.findall(text)))
 
 
 def _time_ms(text: str) -> int | None:

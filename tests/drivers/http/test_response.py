@@ -7,11 +7,8 @@ from typing import Any
 
 import pytest
 
-from server.drivers.http._response import (
-    duration_ms,
-    opcode_from_response,
-    retry_after_ms,
-)
+from server.drivers.http._response import opcode_from_response, retry_after_ms
+from server.durations import duration_ms
 from server.types import (
     FunctionId,
     Job,
