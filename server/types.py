@@ -63,6 +63,16 @@ Trigger = EventTrigger | CronTrigger
 
 
 @dataclass(frozen=True, slots=True)
+class CancelOn:
+    """An event that cancels a run: `event` named, `if_expression` true (CEL over `event`, the
+    run's event, and `async`, the new one), within `timeout_ms` of the run's creation (0: ever)."""
+
+    event: str
+    if_expression: str = ""
+    timeout_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class FunctionConfig:
     """A function as registered, validated."""
 
@@ -77,6 +87,7 @@ class FunctionConfig:
     # Longest wait from creation to the first attempt, and from then to the end; 0: none.
     start_timeout_ms: int = 0
     finish_timeout_ms: int = 0
+    cancel_on: tuple[CancelOn, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,8 +183,38 @@ class WaitForEvent:
     timeout_until_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class InvokeFunction:
+    """The run calls `function_id` (a global id, any app) with `data_json` (a JSON object) as
+    its event's data; the step's memo becomes the child's output or error, or a timeout error
+    at `timeout_until_ms` (0: no timeout)."""
+
+    step_id: StepId
+    name: str
+    function_id: str
+    data_json: bytes
+    timeout_until_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingEvent:
+    name: str
+    data_json: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SendEvents:
+    """A send-event step: the events are sent once, atomically with the step's memo
+    `{"ids": [...]}`."""
+
+    step_id: StepId
+    name: str
+    events: tuple[OutgoingEvent, ...]
+
+
 Opcode = (
     StepCompleted | StepFailed | Sleep | RunCompleted | RunFailed | StepsPlanned | WaitForEvent
+    | InvokeFunction | SendEvents
 )
 
 

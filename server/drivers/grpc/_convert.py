@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from plait_proto.v1 import event_pb2, function_pb2, queue_pb2
 
@@ -13,27 +14,35 @@ from server.runner.expressions import compile_expression
 from server.types import (
     AppId,
     AppRegistration,
+    CancelOn,
     CronTrigger,
     ErrorInfo,
     EventTrigger,
     FunctionConfig,
     FunctionId,
+    InvokeFunction,
     Job,
     JobId,
     JobResult,
     LeaseId,
     Opcode,
+    OutgoingEvent,
     RunCompleted,
     RunFailed,
+    SendEvents,
     Sleep,
     StepCompleted,
     StepFailed,
     StepId,
+    StepsPlanned,
     Trigger,
     WaitForEvent,
 )
 
 MAX_CONCURRENT_JOBS = 10_000
+MAX_CANCEL_ON = 10
+MAX_PLANNED_STEPS = 100
+MAX_SENT_EVENTS = 100
 
 
 def registration_from_pb(msg: queue_pb2.Register, default_retries: int) -> AppRegistration:
@@ -56,12 +65,29 @@ def registration_from_pb(msg: queue_pb2.Register, default_retries: int) -> AppRe
             start_timeout_ms=_timeout_ms(fd.timeouts.start_ms, f"functions[{i}].timeouts.start_ms"),
             finish_timeout_ms=_timeout_ms(fd.timeouts.finish_ms,
                                           f"functions[{i}].timeouts.finish_ms"),
+            cancel_on=_cancel_on(fd.cancel_on, f"functions[{i}].cancel_on"),
         ))
     if not 1 <= msg.max_concurrent_jobs <= MAX_CONCURRENT_JOBS:
         raise InvalidArgument(
             "register.max_concurrent_jobs",
             f"{msg.max_concurrent_jobs} is not in 1..{MAX_CONCURRENT_JOBS}")
     return AppRegistration(app_id, tuple(functions), msg.language, msg.sdk_name, msg.sdk_version)
+
+
+def _cancel_on(
+    items: Sequence[function_pb2.CancelOn], at: str
+) -> tuple[CancelOn, ...]:
+    if len(items) > MAX_CANCEL_ON:
+        raise InvalidArgument(at, f"{len(items)} entries, at most {MAX_CANCEL_ON}")
+    out = []
+    for k, c in enumerate(items):
+        if not c.event:
+            raise InvalidArgument(f"{at}[{k}].event", "must not be empty")
+        if c.if_expression:
+            compile_expression(f"{at}[{k}].if_expression", c.if_expression)
+        out.append(CancelOn(c.event, c.if_expression,
+                            _timeout_ms(c.timeout_ms, f"{at}[{k}].timeout_ms")))
+    return tuple(out)
 
 
 def _timeout_ms(value: int, field: str) -> int:
@@ -99,7 +125,7 @@ def job_to_pb(job: Job, slug: str, event: event_pb2.Event) -> queue_pb2.Job:
         function_id=job.function_id, function_slug=slug, attempt=job.attempt,
         max_attempts=job.max_attempts, event=event, steps=job.steps,
         lease_expires_at_ms=job.lease_expires_at_ms, traceparent=job.traceparent,
-        tracestate=job.tracestate,
+        tracestate=job.tracestate, target_step=job.target_step,
     )
 
 
@@ -134,6 +160,12 @@ def opcode_from_pb(msg: queue_pb2.Opcode, at: str) -> Opcode:
         return Sleep(_step_id(f"{at}.sleep.step_id", s.step_id), s.name or s.step_id, s.until_ms)
     if kind == "wait_for_event":
         return _wait_for_event(msg.wait_for_event, f"{at}.wait_for_event")
+    if kind == "steps_planned":
+        return _steps_planned(msg.steps_planned, f"{at}.steps_planned")
+    if kind == "invoke":
+        return _invoke(msg.invoke, f"{at}.invoke")
+    if kind == "send_events":
+        return _send_events(msg.send_events, f"{at}.send_events")
     if kind == "run_completed":
         return RunCompleted(msg.run_completed.output_json)
     if kind == "run_failed":
@@ -160,3 +192,48 @@ def _wait_for_event(w: queue_pb2.WaitForEvent, at: str) -> WaitForEvent:
         compile_expression(f"{at}.if_expression", w.if_expression)
     return WaitForEvent(_step_id(f"{at}.step_id", w.step_id), w.name or w.step_id, w.event,
                         w.if_expression, w.timeout_until_ms)
+
+
+def _steps_planned(p: queue_pb2.StepsPlanned, at: str) -> StepsPlanned:
+    if not 2 <= len(p.step_ids) <= MAX_PLANNED_STEPS:
+        raise InvalidArgument(f"{at}.step_ids",
+                              f"{len(p.step_ids)} ids, must be 2..{MAX_PLANNED_STEPS}")
+    ids = tuple(_step_id(f"{at}.step_ids[{i}]", s) for i, s in enumerate(p.step_ids))
+    if len(set(ids)) != len(ids):
+        raise InvalidArgument(f"{at}.step_ids", "must not repeat an id")
+    return StepsPlanned(ids)
+
+
+def _json_object(raw: bytes, field: str) -> bytes:
+    if not raw:
+        return b"{}"
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidArgument(field, "is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise InvalidArgument(field, "must be a JSON object")
+    return raw
+
+
+def _invoke(i: queue_pb2.InvokeFunction, at: str) -> InvokeFunction:
+    if not i.function_id:
+        raise InvalidArgument(f"{at}.function_id", "must not be empty")
+    if i.timeout_until_ms < 0:
+        raise InvalidArgument(f"{at}.timeout_until_ms", "must be a Unix time in ms, or 0")
+    return InvokeFunction(_step_id(f"{at}.step_id", i.step_id), i.name or i.step_id,
+                          i.function_id, _json_object(i.data_json, f"{at}.data_json"),
+                          i.timeout_until_ms)
+
+
+def _send_events(s: queue_pb2.SendEvents, at: str) -> SendEvents:
+    if not 1 <= len(s.events) <= MAX_SENT_EVENTS:
+        raise InvalidArgument(f"{at}.events",
+                              f"{len(s.events)} events, must be 1..{MAX_SENT_EVENTS}")
+    events = []
+    for k, e in enumerate(s.events):
+        if not e.name:
+            raise InvalidArgument(f"{at}.events[{k}].name", "must not be empty")
+        data = _json_object(e.data_json, f"{at}.events[{k}].data_json")
+        events.append(OutgoingEvent(e.name, data))
+    return SendEvents(_step_id(f"{at}.step_id", s.step_id), s.name or s.step_id, tuple(events))

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17plait/v1/function.proto\x12\x08plait.v1\"\x9b\x01\n\x12\x46unctionDefinition\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12#\n\x08triggers\x18\x03 \x03(\x0b\x32\x11.plait.v1.Trigger\x12\x14\n\x07retries\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12$\n\x08timeouts\x18\x05 \x01(\x0b\x32\x12.plait.v1.TimeoutsB\n\n\x08_retries\"/\n\x08Timeouts\x12\x10\n\x08start_ms\x18\x01 \x01(\x03\x12\x11\n\tfinish_ms\x18\x02 \x01(\x03\"a\n\x07Trigger\x12\'\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x16.plait.v1.EventTriggerH\x00\x12%\n\x04\x63ron\x18\x02 \x01(\x0b\x32\x15.plait.v1.CronTriggerH\x00\x42\x06\n\x04kind\"1\n\x0c\x45ventTrigger\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12\x12\n\nexpression\x18\x02 \x01(\t\"\x1b\n\x0b\x43ronTrigger\x12\x0c\n\x04\x63ron\x18\x01 \x01(\t\"o\n\x08\x46unction\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x30\n\ndefinition\x18\x03 \x01(\x0b\x32\x1c.plait.v1.FunctionDefinition\x12\x15\n\rupdated_at_ms\x18\x04 \x01(\x03\"9\n\tErrorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05stack\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17plait/v1/function.proto\x12\x08plait.v1\"\xc2\x01\n\x12\x46unctionDefinition\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12#\n\x08triggers\x18\x03 \x03(\x0b\x32\x11.plait.v1.Trigger\x12\x14\n\x07retries\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12$\n\x08timeouts\x18\x05 \x01(\x0b\x32\x12.plait.v1.Timeouts\x12%\n\tcancel_on\x18\x06 \x03(\x0b\x32\x12.plait.v1.CancelOnB\n\n\x08_retries\"D\n\x08\x43\x61ncelOn\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12\x15\n\rif_expression\x18\x02 \x01(\t\x12\x12\n\ntimeout_ms\x18\x03 \x01(\x03\"/\n\x08Timeouts\x12\x10\n\x08start_ms\x18\x01 \x01(\x03\x12\x11\n\tfinish_ms\x18\x02 \x01(\x03\"a\n\x07Trigger\x12\'\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x16.plait.v1.EventTriggerH\x00\x12%\n\x04\x63ron\x18\x02 \x01(\x0b\x32\x15.plait.v1.CronTriggerH\x00\x42\x06\n\x04kind\"1\n\x0c\x45ventTrigger\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12\x12\n\nexpression\x18\x02 \x01(\t\"\x1b\n\x0b\x43ronTrigger\x12\x0c\n\x04\x63ron\x18\x01 \x01(\t\"o\n\x08\x46unction\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x30\n\ndefinition\x18\x03 \x01(\x0b\x32\x1c.plait.v1.FunctionDefinition\x12\x15\n\rupdated_at_ms\x18\x04 \x01(\x03\"9\n\tErrorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05stack\x18\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,17 +32,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'plait.v1.function_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FUNCTIONDEFINITION']._serialized_start=38
-  _globals['_FUNCTIONDEFINITION']._serialized_end=193
-  _globals['_TIMEOUTS']._serialized_start=195
-  _globals['_TIMEOUTS']._serialized_end=242
-  _globals['_TRIGGER']._serialized_start=244
-  _globals['_TRIGGER']._serialized_end=341
-  _globals['_EVENTTRIGGER']._serialized_start=343
-  _globals['_EVENTTRIGGER']._serialized_end=392
-  _globals['_CRONTRIGGER']._serialized_start=394
-  _globals['_CRONTRIGGER']._serialized_end=421
-  _globals['_FUNCTION']._serialized_start=423
-  _globals['_FUNCTION']._serialized_end=534
-  _globals['_ERRORINFO']._serialized_start=536
-  _globals['_ERRORINFO']._serialized_end=593
+  _globals['_FUNCTIONDEFINITION']._serialized_end=232
+  _globals['_CANCELON']._serialized_start=234
+  _globals['_CANCELON']._serialized_end=302
+  _globals['_TIMEOUTS']._serialized_start=304
+  _globals['_TIMEOUTS']._serialized_end=351
+  _globals['_TRIGGER']._serialized_start=353
+  _globals['_TRIGGER']._serialized_end=450
+  _globals['_EVENTTRIGGER']._serialized_start=452
+  _globals['_EVENTTRIGGER']._serialized_end=501
+  _globals['_CRONTRIGGER']._serialized_start=503
+  _globals['_CRONTRIGGER']._serialized_end=530
+  _globals['_FUNCTION']._serialized_start=532
+  _globals['_FUNCTION']._serialized_end=643
+  _globals['_ERRORINFO']._serialized_start=645
+  _globals['_ERRORINFO']._serialized_end=702
 # @@protoc_insertion_point(module_scope)

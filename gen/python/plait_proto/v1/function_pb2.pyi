@@ -7,18 +7,30 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class FunctionDefinition(_message.Message):
-    __slots__ = ("id", "name", "triggers", "retries", "timeouts")
+    __slots__ = ("id", "name", "triggers", "retries", "timeouts", "cancel_on")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     TRIGGERS_FIELD_NUMBER: _ClassVar[int]
     RETRIES_FIELD_NUMBER: _ClassVar[int]
     TIMEOUTS_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_ON_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     triggers: _containers.RepeatedCompositeFieldContainer[Trigger]
     retries: int
     timeouts: Timeouts
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., triggers: _Optional[_Iterable[_Union[Trigger, _Mapping]]] = ..., retries: _Optional[int] = ..., timeouts: _Optional[_Union[Timeouts, _Mapping]] = ...) -> None: ...
+    cancel_on: _containers.RepeatedCompositeFieldContainer[CancelOn]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., triggers: _Optional[_Iterable[_Union[Trigger, _Mapping]]] = ..., retries: _Optional[int] = ..., timeouts: _Optional[_Union[Timeouts, _Mapping]] = ..., cancel_on: _Optional[_Iterable[_Union[CancelOn, _Mapping]]] = ...) -> None: ...
+
+class CancelOn(_message.Message):
+    __slots__ = ("event", "if_expression", "timeout_ms")
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    IF_EXPRESSION_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    event: str
+    if_expression: str
+    timeout_ms: int
+    def __init__(self, event: _Optional[str] = ..., if_expression: _Optional[str] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
 
 class Timeouts(_message.Message):
     __slots__ = ("start_ms", "finish_ms")

@@ -69,7 +69,7 @@ class Jobs(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "lease_id", "run_id", "function_id", "function_slug", "attempt", "max_attempts", "event", "steps", "lease_expires_at_ms", "traceparent", "tracestate")
+    __slots__ = ("job_id", "lease_id", "run_id", "function_id", "function_slug", "attempt", "max_attempts", "event", "steps", "lease_expires_at_ms", "traceparent", "tracestate", "target_step")
     class StepsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +89,7 @@ class Job(_message.Message):
     LEASE_EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
     TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     TRACESTATE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_STEP_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     lease_id: str
     run_id: str
@@ -101,7 +102,8 @@ class Job(_message.Message):
     lease_expires_at_ms: int
     traceparent: str
     tracestate: str
-    def __init__(self, job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., run_id: _Optional[str] = ..., function_id: _Optional[str] = ..., function_slug: _Optional[str] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ..., steps: _Optional[_Mapping[str, bytes]] = ..., lease_expires_at_ms: _Optional[int] = ..., traceparent: _Optional[str] = ..., tracestate: _Optional[str] = ...) -> None: ...
+    target_step: str
+    def __init__(self, job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., run_id: _Optional[str] = ..., function_id: _Optional[str] = ..., function_slug: _Optional[str] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ..., steps: _Optional[_Mapping[str, bytes]] = ..., lease_expires_at_ms: _Optional[int] = ..., traceparent: _Optional[str] = ..., tracestate: _Optional[str] = ..., target_step: _Optional[str] = ...) -> None: ...
 
 class JobResults(_message.Message):
     __slots__ = ("results",)
@@ -120,20 +122,56 @@ class JobResult(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., opcodes: _Optional[_Iterable[_Union[Opcode, _Mapping]]] = ...) -> None: ...
 
 class Opcode(_message.Message):
-    __slots__ = ("step_completed", "step_failed", "sleep", "run_completed", "run_failed", "wait_for_event")
+    __slots__ = ("step_completed", "step_failed", "sleep", "run_completed", "run_failed", "wait_for_event", "steps_planned", "invoke", "send_events")
     STEP_COMPLETED_FIELD_NUMBER: _ClassVar[int]
     STEP_FAILED_FIELD_NUMBER: _ClassVar[int]
     SLEEP_FIELD_NUMBER: _ClassVar[int]
     RUN_COMPLETED_FIELD_NUMBER: _ClassVar[int]
     RUN_FAILED_FIELD_NUMBER: _ClassVar[int]
     WAIT_FOR_EVENT_FIELD_NUMBER: _ClassVar[int]
+    STEPS_PLANNED_FIELD_NUMBER: _ClassVar[int]
+    INVOKE_FIELD_NUMBER: _ClassVar[int]
+    SEND_EVENTS_FIELD_NUMBER: _ClassVar[int]
     step_completed: StepCompleted
     step_failed: StepFailed
     sleep: Sleep
     run_completed: RunCompleted
     run_failed: RunFailed
     wait_for_event: WaitForEvent
-    def __init__(self, step_completed: _Optional[_Union[StepCompleted, _Mapping]] = ..., step_failed: _Optional[_Union[StepFailed, _Mapping]] = ..., sleep: _Optional[_Union[Sleep, _Mapping]] = ..., run_completed: _Optional[_Union[RunCompleted, _Mapping]] = ..., run_failed: _Optional[_Union[RunFailed, _Mapping]] = ..., wait_for_event: _Optional[_Union[WaitForEvent, _Mapping]] = ...) -> None: ...
+    steps_planned: StepsPlanned
+    invoke: InvokeFunction
+    send_events: SendEvents
+    def __init__(self, step_completed: _Optional[_Union[StepCompleted, _Mapping]] = ..., step_failed: _Optional[_Union[StepFailed, _Mapping]] = ..., sleep: _Optional[_Union[Sleep, _Mapping]] = ..., run_completed: _Optional[_Union[RunCompleted, _Mapping]] = ..., run_failed: _Optional[_Union[RunFailed, _Mapping]] = ..., wait_for_event: _Optional[_Union[WaitForEvent, _Mapping]] = ..., steps_planned: _Optional[_Union[StepsPlanned, _Mapping]] = ..., invoke: _Optional[_Union[InvokeFunction, _Mapping]] = ..., send_events: _Optional[_Union[SendEvents, _Mapping]] = ...) -> None: ...
+
+class StepsPlanned(_message.Message):
+    __slots__ = ("step_ids",)
+    STEP_IDS_FIELD_NUMBER: _ClassVar[int]
+    step_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, step_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class InvokeFunction(_message.Message):
+    __slots__ = ("step_id", "name", "function_id", "data_json", "timeout_until_ms")
+    STEP_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_JSON_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    step_id: str
+    name: str
+    function_id: str
+    data_json: bytes
+    timeout_until_ms: int
+    def __init__(self, step_id: _Optional[str] = ..., name: _Optional[str] = ..., function_id: _Optional[str] = ..., data_json: _Optional[bytes] = ..., timeout_until_ms: _Optional[int] = ...) -> None: ...
+
+class SendEvents(_message.Message):
+    __slots__ = ("step_id", "name", "events")
+    STEP_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    step_id: str
+    name: str
+    events: _containers.RepeatedCompositeFieldContainer[_event_pb2.EventInput]
+    def __init__(self, step_id: _Optional[str] = ..., name: _Optional[str] = ..., events: _Optional[_Iterable[_Union[_event_pb2.EventInput, _Mapping]]] = ...) -> None: ...
 
 class StepCompleted(_message.Message):
     __slots__ = ("step_id", "name", "output_json")
