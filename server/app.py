@@ -104,11 +104,12 @@ class PlaitServer:
         sdk_driver = HttpDriver(executor, state, index, s, telemetry)
         executor.add_driver(sdk_driver)
         ingest = EventIngest(self._engine, self._redis, keys, s, telemetry)
-        runner = Runner(self._redis, keys, queue, registry, consumer, executor.wake, state)
+        runner = Runner(self._redis, keys, queue, registry, consumer, executor.wake, state,
+                        executor.cancel_run)
         control = RunControl(self._engine, queue, registry, executor.cancel_run, executor.wake)
         internal = InternalEvents(self._redis, keys, ingest)
         history = HistoryWriter(self._redis, self._engine, keys, consumer, telemetry,
-                                on_ended=internal.emit)
+                                on_committed=internal.emit)
 
         options = [("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
                    ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES)]

@@ -80,9 +80,27 @@ class ShardKeys:
         return f"{self.tag}:run:{run_id}:planned"
 
     def waits(self, event_name: str) -> str:
-        """HASH: run id -> JSON {step, fn, if, event, until} of the runs of this shard waiting
-        for an event named `event_name` (wait for event)."""
+        """HASH: field ("<run>/<step>" or "<run>/cancel:<n>") -> JSON entry {kind, run, step,
+        fn, if, until, set} of this shard's waits for an event named `event_name`
+        (server/state/waits.py)."""
         return f"{self.tag}:waits:{event_name}"
+
+    def wait_scan(self, event_name: str) -> str:
+        """SET of the waits fields whose `if` every event of that name evaluates."""
+        return f"{self.tag}:waitscan:{event_name}"
+
+    def wait_paths(self, event_name: str) -> str:
+        """SET of the awaited events' paths indexed waits of that name compare."""
+        return f"{self.tag}:waitpaths:{event_name}"
+
+    def wait_index(self, event_name: str, path: str, value_digest: str) -> str:
+        """SET of the waits fields an event of that name matches when its `path` has the
+        value of that digest."""
+        return f"{self.tag}:waitidx:{event_name}:{path}:{value_digest}"
+
+    def wait_refs(self, run_id: RunId | str) -> str:
+        """HASH: the run's waits fields -> "<waits key> <set key>", removed at its end."""
+        return f"{self.tag}:run:{run_id}:waitrefs"
 
     @property
     def deadlines(self) -> str:

@@ -6,6 +6,7 @@ start with a shared prelude file, prepended here because Redis has no include.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
@@ -16,13 +17,18 @@ from server.errors import FailedPrecondition, NotFound, PlaitError
 
 
 def load_script(
-    redis: Redis, package: str, name: str, prelude: str | None = None
+    redis: Redis, package: str, name: str, prelude: str | Sequence[str] = ()
 ) -> AsyncScript:
-    lua = resources.files(package).joinpath("lua")
-    source = lua.joinpath(f"{name}.lua").read_text()
-    if prelude is not None:
-        source = lua.joinpath(f"{prelude}.lua").read_text() + "\n" + source
-    return redis.register_script(source)
+    """Registers `lua/<name>.lua` of `package`, after the prelude file(s) named, in order; a
+    prelude of another package is named "<package>:<name>"."""
+    preludes = [prelude] if isinstance(prelude, str) else list(prelude)
+    parts = [_read(*p.split(":")) if ":" in p else _read(package, p) for p in preludes]
+    parts.append(_read(package, name))
+    return redis.register_script("\n".join(parts))
+
+
+def _read(package: str, name: str) -> str:
+    return resources.files(package).joinpath("lua", f"{name}.lua").read_text()
 
 
 class StaleLease(PlaitError):

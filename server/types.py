@@ -9,6 +9,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NewType
 
+# Events Plait itself sends (server/events/internal.py).
+FUNCTION_FINISHED = "inngest/function.finished"
+FUNCTION_FAILED = "inngest/function.failed"
+FUNCTION_CANCELLED = "inngest/function.cancelled"
+FUNCTION_INVOKED = "inngest/function.invoked"
+
 RunId = NewType("RunId", str)
 EventId = NewType("EventId", str)
 FunctionId = NewType("FunctionId", str)  # global: "{app_id}-{slug}"

@@ -74,6 +74,10 @@ def definition_to_pb(config: FunctionConfig) -> function_pb2.FunctionDefinition:
         name=config.name,
         triggers=[_trigger_to_pb(t) for t in config.triggers],
         retries=config.retries,
+        timeouts=function_pb2.Timeouts(start_ms=config.start_timeout_ms,
+                                       finish_ms=config.finish_timeout_ms),
+        cancel_on=[function_pb2.CancelOn(event=c.event, if_expression=c.if_expression,
+                                         timeout_ms=c.timeout_ms) for c in config.cancel_on],
     )
 
 

@@ -1,9 +1,12 @@
-"""Internal events: `inngest/function.finished`, `.failed` and `.cancelled` for ended runs.
+"""Events Plait sends itself: `inngest/function.finished`, `.failed` and `.cancelled` for
+ended runs, and the events runs send (send-event steps, and the `inngest/function.invoked`
+event of an invoke step).
 
-The history writer hands over each batch's run ends after its SQL commit; the events go
-through the ingest like any other, with ids derived from (run, kind), so an end read twice
-stores and triggers once. Runs started by an internal event emit none, so a failure handler
-that fails cannot start another one.
+The history writer hands over each batch's run ends and sent events after its SQL commit;
+they go through the ingest like any other event, with ids fixed before (derived from (run,
+kind) for ends, stored with the step's memo for sent events), so an entry read twice stores
+and triggers once. Runs started by an internal event other than `function.invoked` emit no
+end events, so a failure handler that fails cannot start another one.
 """
 
 from __future__ import annotations
@@ -19,13 +22,16 @@ from ulid import ULID
 
 from server.errors import InvalidArgument
 from server.events.ingest import EventIngest, EventInput
-from server.history.records import RunEnded
+from server.history.records import EventsEmitted, RunEnded
 from server.keys import Keys
-from server.types import RunStatus
+from server.types import (
+    FUNCTION_CANCELLED,
+    FUNCTION_FAILED,
+    FUNCTION_FINISHED,
+    FUNCTION_INVOKED,
+    RunStatus,
+)
 
-FUNCTION_FINISHED = "inngest/function.finished"
-FUNCTION_FAILED = "inngest/function.failed"
-FUNCTION_CANCELLED = "inngest/function.cancelled"
 _INTERNAL_PREFIX = "inngest/function."
 
 EVENT_DROPPED = "internal_event.dropped"
@@ -55,11 +61,33 @@ def _error(end: RunEnded) -> dict[str, Any]:
     }
 
 
+def invoke_correlation_id(event: dict[str, Any]) -> str:
+    """The correlation id of a run started by an invoke step ("" for any other run)."""
+    if event.get("name") != FUNCTION_INVOKED:
+        return ""
+    data = event.get("data")
+    meta = data.get("_inngest") if isinstance(data, dict) else None
+    return str(meta.get("correlation_id") or "") if isinstance(meta, dict) else ""
+
+
+def sent_events(record: EventsEmitted) -> list[EventInput]:
+    """The events one run sent, with the ids stored with its step."""
+    out = []
+    for raw in json.loads(record.events_json):
+        out.append(EventInput(str(raw["name"]), json.dumps(raw.get("data") or {}).encode(),
+                              int(raw.get("ts") or 0), id=str(raw["id"])))
+    return out
+
+
 def events_for(end: RunEnded, event: dict[str, Any]) -> list[EventInput]:
     """The internal events of one run end; `event` is the run's triggering event."""
     base: dict[str, Any] = {
         "function_id": end.function_id, "run_id": end.run_id, "event": event, "events": [event],
     }
+    correlation_id = invoke_correlation_id(event)
+    if correlation_id:
+        # The invoking run waits for the `finished` event carrying it (server/state/waits.py).
+        base["correlation_id"] = correlation_id
     finished = dict(base)
     names: list[str] = []
     if end.status is RunStatus.COMPLETED:
@@ -87,11 +115,23 @@ class InternalEvents:
         self._keys = keys
         self._ingest = ingest
 
-    async def emit(self, ends: Sequence[RunEnded]) -> None:
-        """At least once per end; Redis and SQL errors propagate (the caller retries)."""
-        ends = [e for e in ends if e.status.terminal]
-        if not ends:
-            return
+    async def emit(self, records: Sequence[RunEnded | EventsEmitted]) -> None:
+        """At least once per end or sent batch; Redis and SQL errors propagate (the caller
+        retries)."""
+        inputs: list[EventInput] = []
+        for record in records:
+            if isinstance(record, EventsEmitted):
+                try:
+                    inputs += sent_events(record)
+                except (ValueError, KeyError, TypeError, AttributeError) as e:
+                    _log.error(EVENT_DROPPED, run_id=record.run_id, reason=repr(e))
+        ends = [e for e in records if isinstance(e, RunEnded) and e.status.terminal]
+        if ends:
+            inputs += await self._end_events(ends)
+        if inputs:
+            await self._accept(inputs)
+
+    async def _end_events(self, ends: Sequence[RunEnded]) -> list[EventInput]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for end in ends:
                 pipe.hget(self._keys.for_run(end.run_id).run(end.run_id), "event")
@@ -106,11 +146,13 @@ class InternalEvents:
                 # The run's keys expired (a history backlog over the TTL): nothing to send.
                 _log.warning(EVENT_DROPPED, run_id=end.run_id, reason="run event not found")
                 continue
-            if str(event.get("name", "")).startswith(_INTERNAL_PREFIX):
+            name = str(event.get("name", ""))
+            if name.startswith(_INTERNAL_PREFIX) and name != FUNCTION_INVOKED:
                 continue
             inputs += events_for(end, event)
-        if not inputs:
-            return
+        return inputs
+
+    async def _accept(self, inputs: list[EventInput]) -> None:
         try:
             await self._ingest.accept(inputs, received=False)
             return

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import json
 
-from server.types import ErrorInfo, Opcode, RunCompleted, RunFailed, StepCompleted, StepFailed
+from server.types import (
+    ErrorInfo,
+    InvokeFunction,
+    Opcode,
+    RunCompleted,
+    RunFailed,
+    SendEvents,
+    StepCompleted,
+    StepFailed,
+)
 
 
 def _problem(payload: bytes, limit: int) -> str:
@@ -35,4 +44,16 @@ def checked(op: Opcode, max_output_bytes: int) -> Opcode:
             return RunFailed(ErrorInfo("OutputError", problem), non_retriable=True)
         if not op.output_json:
             return RunCompleted(b"null")
+    elif isinstance(op, InvokeFunction):
+        problem = _problem(op.data_json, max_output_bytes)
+        if problem:
+            return StepFailed(op.step_id, op.name,
+                              ErrorInfo("InvokeError", problem.replace("output", "data", 1)),
+                              non_retriable=True)
+    elif isinstance(op, SendEvents):
+        size = sum(len(e.data_json) for e in op.events)
+        if size > max_output_bytes:
+            return StepFailed(op.step_id, op.name, ErrorInfo(
+                "SendEventError", f"events are {size} bytes, over the limit of "
+                f"{max_output_bytes}"), non_retriable=True)
     return op

@@ -65,7 +65,18 @@ class RunEnded:
     attempt: int = 0
 
 
-Record = RunCreated | RunStarted | StepRecorded | RunEnded
+@dataclass(frozen=True, slots=True)
+class EventsEmitted:
+    """Events a run sends (send-event and invoke steps), committed with the step's memo; the
+    history writer hands them to the ingest after its commit, with their ids, so a re-read
+    entry sends nothing twice."""
+
+    run_id: str
+    events_json: str  # JSON array of {"id", "name", "data", "ts"}
+    ts_ms: int
+
+
+Record = RunCreated | RunStarted | StepRecorded | RunEnded | EventsEmitted
 
 
 def _s(fields: dict[str, str], name: str) -> str:
@@ -96,6 +107,8 @@ def decode(fields: dict[str, str]) -> Record | None:
             ready_ms=_ms(fields, "ready"), started_ms=_ms(fields, "started"),
             until_ms=_ms(fields, "until"),
         )
+    if kind == "emit":
+        return EventsEmitted(_s(fields, "run"), _s(fields, "events"), ts)
     if kind == "end":
         return RunEnded(_s(fields, "run"), RunStatus(_s(fields, "status")),
                         _s(fields, "output"), _s(fields, "error"), ts,

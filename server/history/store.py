@@ -19,6 +19,7 @@ from server.history.models import APPS, EVENTS, FUNCTIONS, REPLAYS, RUNS, STEP_A
 from server.types import (
     AppId,
     AppRegistration,
+    CancelOn,
     CronTrigger,
     ErrorInfo,
     Event,
@@ -123,6 +124,8 @@ def function_config_to_json(config: FunctionConfig) -> str:
             "url": config.url,
             "start_timeout_ms": config.start_timeout_ms,
             "finish_timeout_ms": config.finish_timeout_ms,
+            "cancel_on": [{"event": c.event, "if": c.if_expression, "timeout_ms": c.timeout_ms}
+                          for c in config.cancel_on],
         },
         separators=(",", ":"),
     )
@@ -140,6 +143,9 @@ def function_config_from_json(text: str) -> FunctionConfig:
         url=str(raw.get("url", "")),
         start_timeout_ms=int(raw.get("start_timeout_ms", 0)),
         finish_timeout_ms=int(raw.get("finish_timeout_ms", 0)),
+        cancel_on=tuple(CancelOn(str(c["event"]), str(c.get("if") or ""),
+                                 int(c.get("timeout_ms") or 0))
+                        for c in raw.get("cancel_on", ())),
     )
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from server.history.db import Insert, insert
 from server.history.models import RUNS, STEP_ATTEMPTS
 from server.history.records import (
+    EventsEmitted,
     Record,
     RunCreated,
     RunEnded,
@@ -144,6 +145,8 @@ class _Changes:
                     "until_ms": record.until_ms,
                 }
             )
+        elif isinstance(record, EventsEmitted):
+            pass  # nothing in SQL: the ingest stores the events themselves
         else:
             # Stream order: the last end of a run wins.
             final = record.status is RunStatus.COMPLETED
@@ -166,7 +169,8 @@ class HistoryWriter:
 
     def __init__(self, redis: aredis.Redis, engine: AsyncEngine, keys: Keys, consumer: str,
                  telemetry: Telemetry | None = None,
-                 on_ended: Callable[[Sequence[RunEnded]], Awaitable[None]] | None = None,
+                 on_committed: Callable[[Sequence[RunEnded | EventsEmitted]], Awaitable[None]]
+                 | None = None,
                  ) -> None:
         self._redis = redis
         self._engine = engine
@@ -175,9 +179,10 @@ class HistoryWriter:
         self._upserts = _upserts(engine)
         # Run metrics, and the spans OTLP gets, are derived from the records here.
         self._telemetry = telemetry
-        # The internal events (server/events/internal.py): after the commit, before the ack,
-        # so a crash in between sends them again (with the same ids).
-        self._on_ended = on_ended
+        # The events runs send and the internal events of their ends
+        # (server/events/internal.py): after the commit, before the ack, so a crash in between
+        # sends them again (with the same ids).
+        self._on_committed = on_committed
 
     async def run(self) -> None:
         """Drains the streams until cancelled; outages of Redis or SQL are waited out."""
@@ -281,10 +286,10 @@ class HistoryWriter:
             # A root span is exported once its run's creation and end are both written.
             roots = await finished_roots(
                 conn, [*changes.created, *changes.ended]) if tracing else []
-        if self._on_ended is not None:
-            ends = [r for r in changes.records if isinstance(r, RunEnded)]
-            if ends:
-                await self._on_ended(ends)
+        if self._on_committed is not None:
+            sent = [r for r in changes.records if isinstance(r, RunEnded | EventsEmitted)]
+            if sent:
+                await self._on_committed(sent)
         async with asyncio.timeout(_REDIS_TIMEOUT_S):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for stream, entries in batch.items():

@@ -8,6 +8,7 @@ decrement that a crash could lose.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,9 +17,11 @@ from redis.typing import EncodableT
 
 from server.keys import Keys, ShardKeys
 from server.luascript import load_script
-from server.types import AppId, EventId, FunctionId, Job, JobId, LeaseId, RunId
+from server.state.waits import CANCEL, cancel_field, new_wait
+from server.types import AppId, CancelOn, EventId, FunctionId, Job, JobId, LeaseId, RunId
 
 _PKG = "server.queue"
+_WAITS = "server.state:_waits"
 # Deadline of one Redis call on the step path (the client has no per-reply socket timeout).
 REDIS_CALL_S = 10.0
 
@@ -35,6 +38,8 @@ class NewRun:
     # Timeouts of the function (0: none): waiting to start, and from the start to the end.
     start_timeout_ms: int = 0
     finish_timeout_ms: int = 0
+    # The function's cancel-on rules: stored as the run's wait entries when it is created.
+    cancel_on: tuple[CancelOn, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,20 @@ def job_from_reply(
     )
 
 
+def _cancel_waits(sk: ShardKeys, run: NewRun, now_ms: int) -> str:
+    if not run.cancel_on:
+        return ""
+    event = json.loads(run.event_json)
+    return json.dumps([
+        new_wait(sk, kind=CANCEL, event_name=c.event, run_id=run.run_id,
+                 field=cancel_field(run.run_id, k), step_id="", function_id=run.function_id,
+                 if_expression=c.if_expression,
+                 until_ms=now_ms + c.timeout_ms if c.timeout_ms > 0 else 0,
+                 run_event=event).lua_args()
+        for k, c in enumerate(run.cancel_on)
+    ])
+
+
 class Queue:
     def __init__(self, redis: Redis, keys: Keys, lease_ms: int,
                  finished_run_ttl_s: int = 86_400) -> None:
@@ -77,8 +96,9 @@ class Queue:
         self._redis = redis
         self._keys = keys
         self.lease_ms = lease_ms
-        self._enqueue = load_script(redis, _PKG, "enqueue_runs")
-        self._lease = load_script(redis, _PKG, "lease")
+        # Both end or start runs, and with them their wait entries.
+        self._enqueue = load_script(redis, _PKG, "enqueue_runs", prelude=_WAITS)
+        self._lease = load_script(redis, _PKG, "lease", prelude=_WAITS)
         self._extend = load_script(redis, _PKG, "extend")
         self._release = load_script(redis, _PKG, "release")
         self._requeue = load_script(redis, _PKG, "requeue_expired")
@@ -104,7 +124,7 @@ class Queue:
                 start_by = now_ms + run.start_timeout_ms if run.start_timeout_ms > 0 else 0
                 args += [run.run_id, run.function_id, run.app_id, run.event_json, run.event_id,
                          run.max_attempts, run.available_at_ms, run.run_id, start_by,
-                         run.finish_timeout_ms]
+                         run.finish_timeout_ms, _cancel_waits(sk, run, now_ms)]
             reply = await self._enqueue(keys=[sk.history], args=args)
             for i, flag in zip(indexes, reply, strict=True):
                 created[i] = int(flag) == 1

@@ -23,6 +23,7 @@ log = structlog.get_logger(__name__)
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 MAX_FUNCTIONS = 500
 MAX_RETRIES = 20
+MAX_CANCEL_ON = 10
 
 
 def validate_registration(reg: AppRegistration) -> None:
@@ -52,6 +53,16 @@ def validate_registration(reg: AppRegistration) -> None:
                     compile_expression(f"{where}.expression", trigger.expression)
             elif isinstance(trigger, CronTrigger):
                 validate_cron(f"{where}.cron", trigger.cron)
+        if len(fn.cancel_on) > MAX_CANCEL_ON:
+            raise InvalidArgument(f"{at}.cancel_on", f"at most {MAX_CANCEL_ON} entries")
+        for k, cancel in enumerate(fn.cancel_on):
+            where = f"{at}.cancel_on[{k}]"
+            if not cancel.event or len(cancel.event) > 256:
+                raise InvalidArgument(f"{where}.event", "must be 1..256 characters")
+            if cancel.if_expression:
+                compile_expression(f"{where}.if_expression", cancel.if_expression)
+            if cancel.timeout_ms < 0:
+                raise InvalidArgument(f"{where}.timeout_ms", "must not be negative")
 
 
 class Registry:

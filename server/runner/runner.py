@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
@@ -19,11 +19,19 @@ from ulid import ULID
 
 from server.keys import Keys
 from server.queue import NewRun, Queue
-from server.runner.expressions import compile_expression, matches
+from server.runner.expressions import matches
 from server.runner.registry import Registry
-from server.state import StateStore, WaitEntry
+from server.runner.waits import WaitMatcher
+from server.state import StateStore
 from server.tasks import raise_if_cancelling
-from server.types import EventId, RunId
+from server.types import (
+    FUNCTION_FINISHED,
+    FUNCTION_INVOKED,
+    EventId,
+    FunctionConfig,
+    FunctionId,
+    RunId,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -41,14 +49,17 @@ def run_id_for(event_id: str, function_id: str) -> RunId:
     return RunId(str(ULID.from_bytes(ts.to_bytes(6, "big") + digest)))
 
 
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+def _cancel_with(state: StateStore) -> Callable[[RunId], Awaitable[object]]:
+    async def cancel(run_id: RunId) -> object:
+        return await state.cancel_run(run_id, int(time.time() * 1000))
+    return cancel
 
 
 class Runner:
     def __init__(
         self, redis: Redis, keys: Keys, queue: Queue, registry: Registry, consumer: str,
         on_enqueued: Callable[[], None], state: StateStore | None = None,
+        cancel_run: Callable[[RunId], Awaitable[object]] | None = None,
     ) -> None:
         self._redis = redis
         self._keys = keys
@@ -57,8 +68,9 @@ class Runner:
         self._index = registry.index
         self._consumer = consumer
         self._on_enqueued = on_enqueued
-        self._state = state
-        self._programs: dict[str, Any] = {}  # wait `if` expression -> compiled CEL
+        self._waits: WaitMatcher | None = None
+        if state is not None:
+            self._waits = WaitMatcher(redis, keys, state, cancel_run or _cancel_with(state))
 
     async def _ensure_group(self) -> None:
         try:
@@ -101,13 +113,22 @@ class Runner:
         await self._registry.refresh()
         now_ms = int(time.time() * 1000)
         runs: list[NewRun] = []
+        # Every event may end waits; an invoke of an unknown function ends its caller's.
+        waited: list[tuple[str, bytes]] = []
         for _, fields in entries:
             runs.extend(await self._runs_for(fields))
+            waited.append((fields[b"name"].decode(), fields[b"e"]))
+            if fields[b"name"] == FUNCTION_INVOKED.encode():
+                run, failure = self._invoked_run(fields)
+                if run is not None:
+                    runs.append(run)
+                if failure is not None:
+                    waited.append((FUNCTION_FINISHED, failure))
         if runs:
             created = await self._queue.enqueue_runs(runs, now_ms)
             if any(created):
                 self._on_enqueued()
-        if await self._resume_waits(entries, now_ms):
+        if self._waits is not None and await self._waits.process(waited, now_ms):
             self._on_enqueued()
         ids = [entry_id for entry_id, _ in entries]
         if ids:
@@ -117,53 +138,24 @@ class Runner:
                 await pipe.execute()
         return len(runs)
 
-    async def _resume_waits(
-        self, entries: Sequence[tuple[Any, dict[bytes, bytes]]], now_ms: int
-    ) -> int:
-        """Resumes the runs waiting for the batch's events: one HGETALL per event name per
-        shard, pipelined, finds them by name (no scan of every waiting run)."""
-        if self._state is None:
-            return 0
-        by_name: dict[str, list[bytes]] = {}
-        for _, fields in entries:
-            by_name.setdefault(fields[b"name"].decode(), []).append(fields[b"e"])
-        names = list(by_name)
-        resumed = 0
-        for sk in self._keys.all_shards():
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for name in names:
-                    pipe.hgetall(sk.waits(name))
-                replies = await pipe.execute()
-            for name, waiting in zip(names, replies, strict=True):
-                for raw_run, raw_entry in waiting.items():
-                    run_id = RunId(_s(raw_run))
-                    entry = WaitEntry.parse(name, raw_entry)
-                    for event_json in by_name[name]:
-                        if entry.until_ms > now_ms and not await self._wait_matches(
-                                run_id, entry, event_json):
-                            continue
-                        # A timed-out entry is dropped by the same script, matching nothing.
-                        if await self._state.resume_wait(run_id, entry, event_json, now_ms):
-                            log.info("wait.resumed", run_id=run_id, step_id=entry.step_id)
-                            resumed += 1
-                        break
-        return resumed
-
-    async def _wait_matches(self, run_id: RunId, entry: WaitEntry, event_json: bytes) -> bool:
-        if not entry.if_expression:
-            return True
-        program = self._programs.get(entry.if_expression)
-        if program is None:
-            try:
-                program = compile_expression("if", entry.if_expression)
-            except Exception:
-                return False
-            if len(self._programs) > 10_000:
-                self._programs.clear()
-            self._programs[entry.if_expression] = program
-        original = await self._redis.hget(self._keys.for_run(run_id).run(run_id), "event")
-        variables = {"event": json.loads(original or b"{}"), "async": json.loads(event_json)}
-        return matches(program, variables)
+    def _invoked_run(self, fields: dict[bytes, bytes]) -> tuple[NewRun | None, bytes | None]:
+        """The run an `inngest/function.invoked` event starts: the function it names, in any
+        app; or, when there is none, the `finished` event that fails the caller's step."""
+        event = json.loads(fields[b"e"])
+        meta = (event.get("data") or {}).get("_inngest") or {}
+        fn_id, correlation_id = str(meta.get("fn_id", "")), str(meta.get("correlation_id", ""))
+        fn = self._index.get(FunctionId(fn_id))
+        if fn is not None and fn.id not in self._index.paused:
+            return _new_run(fn, fields[b"id"].decode(), fields[b"e"]), None
+        if not correlation_id:
+            return None, None
+        reason = "is paused" if fn is not None else "is not registered"
+        failure = {"name": FUNCTION_FINISHED, "data": {
+            "function_id": fn_id, "correlation_id": correlation_id,
+            "error": {"name": "FunctionNotFoundError",
+                      "message": f"invoked function {fn_id!r} {reason}", "stack": ""}}}
+        log.info("invoke.failed", function_id=fn_id, reason=reason)
+        return None, json.dumps(failure).encode()
 
     async def _runs_for(self, fields: dict[bytes, bytes]) -> list[NewRun]:
         # The client is created without decode_responses: stream fields arrive as bytes.
@@ -190,11 +182,15 @@ class Runner:
                     variables = {"event": json.loads(event_json)}
                 if not matches(candidate.program, variables):
                     continue
-            fn = candidate.function
-            runs.append(NewRun(
-                run_id=run_id_for(event_id, fn.id), function_id=fn.id, app_id=fn.app_id,
-                event_id=EventId(event_id), event_json=event_json,
-                max_attempts=fn.retries + 1, available_at_ms=0,
-                start_timeout_ms=fn.start_timeout_ms, finish_timeout_ms=fn.finish_timeout_ms,
-            ))
+            runs.append(_new_run(candidate.function, event_id, event_json))
         return runs
+
+
+def _new_run(fn: FunctionConfig, event_id: str, event_json: bytes) -> NewRun:
+    return NewRun(
+        run_id=run_id_for(event_id, fn.id), function_id=fn.id, app_id=fn.app_id,
+        event_id=EventId(event_id), event_json=event_json,
+        max_attempts=fn.retries + 1, available_at_ms=0,
+        start_timeout_ms=fn.start_timeout_ms, finish_timeout_ms=fn.finish_timeout_ms,
+        cancel_on=fn.cancel_on,
+    )

@@ -19,12 +19,17 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from redis.typing import EncodableT
+from ulid import ULID
 
 from server.config import Settings
 from server.keys import Keys, ShardKeys
 from server.luascript import check, load_script
+from server.state.waits import INVOKE, WAIT, WaitEntry, new_wait, step_field
 from server.types import (
+    FUNCTION_FINISHED,
+    FUNCTION_INVOKED,
     ErrorInfo,
+    InvokeFunction,
     Job,
     JobId,
     LeaseId,
@@ -33,6 +38,7 @@ from server.types import (
     RunFailed,
     RunId,
     RunStatus,
+    SendEvents,
     Sleep,
     StepCompleted,
     StepFailed,
@@ -44,6 +50,11 @@ _PKG = "server.state"
 # Deadline of one batched Redis call on the step path.
 REDIS_CALL_S = 10.0
 FUNCTION_STEP_ID = "$function"
+# An invoke without a timeout still has a parked job: due in a year, like Inngest's cap.
+INVOKE_WITHOUT_TIMEOUT_MS = 366 * 24 * 3600 * 1000
+INVOKE_TIMEOUT_ERROR = {"name": "InvokeTimeoutError",
+                        "message": "Timed out waiting for invoked function to complete",
+                        "stack": ""}
 
 
 class Outcome(StrEnum):
@@ -60,22 +71,6 @@ class Applied:
     next_job: Job | None = None
     retrying: bool = False  # a failed step or function attempt will be retried
     error: str = ""  # why a result could not be applied
-
-
-@dataclass(frozen=True, slots=True)
-class WaitEntry:
-    """One run waiting for an event (a field of the shard's waits hash of `event`)."""
-
-    event: str
-    step_id: str
-    function_id: str
-    if_expression: str
-    until_ms: int
-
-    @classmethod
-    def parse(cls, event: str, raw: bytes) -> WaitEntry:
-        d = json.loads(raw)
-        return cls(event, str(d["step"]), str(d["fn"]), str(d.get("if") or ""), int(d["until"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,13 +98,13 @@ class StateStore:
         self._keys = keys
         self._settings = settings
         self._scripts = {
-            name: load_script(redis, _PKG, name, prelude="_prelude")
+            name: load_script(redis, _PKG, name, prelude=("_waits", "_prelude"))
             for name in ("step_completed", "step_failed", "sleep", "run_completed", "run_failed",
-                         "steps_planned", "wait_for_event")
+                         "steps_planned", "wait_for_event", "invoke", "send_events")
         }
-        self._cancel = load_script(redis, _PKG, "cancel_run")
-        self._time_out = load_script(redis, _PKG, "time_out_runs")
-        self._resume_wait = load_script(redis, _PKG, "resume_wait")
+        self._cancel = load_script(redis, _PKG, "cancel_run", prelude="_waits")
+        self._time_out = load_script(redis, _PKG, "time_out_runs", prelude="_waits")
+        self._resume_wait = load_script(redis, _PKG, "resume_wait", prelude="_waits")
 
     def backoff_ms(self, attempt: int) -> int:
         """Exponential backoff with jitter for the retry after attempt `attempt` (from 0)."""
@@ -131,8 +126,7 @@ class StateStore:
                 await self._scripts[name](
                     keys=[sk.run(job.run_id), sk.steps(job.run_id), sk.job(job.job_id), sk.leased,
                           sk.ready(job.function_id), sk.history, sk.lease_seq,
-                          sk.stack(job.run_id), sk.planned(job.run_id),
-                          *([sk.waits(op.event)] if isinstance(op, WaitForEvent) else [])],
+                          sk.stack(job.run_id), sk.planned(job.run_id)],
                     args=[job.job_id, job.lease_id, now_ms, relock_expires,
                           self._settings.finished_run_ttl_s, sk.job_prefix, *args],
                     client=pipe,
@@ -157,12 +151,45 @@ class StateStore:
         if isinstance(op, StepsPlanned):
             return "steps_planned", list(op.step_ids)
         if isinstance(op, WaitForEvent):
-            entry = json.dumps({"step": op.step_id, "fn": job.function_id,
-                                "if": op.if_expression, "until": op.timeout_until_ms})
-            return "wait_for_event", [op.step_id, op.name, entry, op.timeout_until_ms]
+            wait = new_wait(
+                self._keys.for_run(job.run_id), kind=WAIT, event_name=op.event,
+                run_id=job.run_id, field=step_field(job.run_id, op.step_id),
+                step_id=op.step_id, function_id=job.function_id,
+                if_expression=op.if_expression, until_ms=op.timeout_until_ms,
+                run_event=json.loads(job.event_json))
+            return "wait_for_event", [op.step_id, op.name, op.timeout_until_ms,
+                                      *wait.lua_args()]
+        if isinstance(op, InvokeFunction):
+            return "invoke", self._invoke_args(job, op, now_ms)
+        if isinstance(op, SendEvents):
+            ids = [str(ULID()) for _ in op.events]
+            events = [{"id": i, "name": e.name, "data": json.loads(e.data_json), "ts": now_ms}
+                      for i, e in zip(ids, op.events, strict=True)]
+            return "send_events", [op.step_id, op.name, json.dumps({"ids": ids}),
+                                   json.dumps(events)]
         retry_at = now_ms + max(op.retry_after_ms, self.backoff_ms(job.attempt))
         return "run_failed", [error_json(op.error), int(op.non_retriable), FUNCTION_STEP_ID,
                               retry_at]
+
+    def _invoke_args(self, job: Job, op: InvokeFunction, now_ms: int) -> list[EncodableT]:
+        """The invoked event, and the wait for the child's `finished` event, which carries
+        the correlation id (server/events/internal.py)."""
+        correlation_id = f"{job.run_id}.{op.step_id}"
+        until = op.timeout_until_ms or now_ms + INVOKE_WITHOUT_TIMEOUT_MS
+        data = json.loads(op.data_json or b"{}")
+        data["_inngest"] = {
+            "fn_id": op.function_id, "correlation_id": correlation_id,
+            "source_fn_id": job.function_id, "source_run_id": job.run_id, "expire": until,
+        }
+        event = {"id": str(ULID()), "name": FUNCTION_INVOKED, "data": data, "ts": now_ms}
+        wait = new_wait(
+            self._keys.for_run(job.run_id), kind=INVOKE, event_name=FUNCTION_FINISHED,
+            run_id=job.run_id, field=step_field(job.run_id, op.step_id), step_id=op.step_id,
+            function_id=job.function_id,
+            if_expression=f"async.data.correlation_id == {json.dumps(correlation_id)}",
+            until_ms=until, run_event=None)
+        return [op.step_id, op.name, until, json.dumps({"error": INVOKE_TIMEOUT_ERROR}),
+                json.dumps([event]), *wait.lua_args()]
 
     def _applied(self, job: Job, op: Opcode, reply: Any, relock_expires: int) -> Applied:
         if isinstance(reply, ResponseError):
@@ -207,20 +234,29 @@ class StateStore:
         )
         return RunStatus(_s(reply[0])), bool(int(reply[1]))
 
-    async def resume_wait(
-        self, run_id: RunId, entry: WaitEntry, event_json: bytes, now_ms: int
-    ) -> bool:
-        """Memoises the awaited event for a waiting run and makes its job due now; False
-        when the wait is already over (timed out, resumed by another event, run ended)."""
+    async def resume_wait(self, entry: WaitEntry, memo: bytes, now_ms: int) -> bool:
+        """Memoises a waiting run's step and makes its job due now; False when the wait is
+        already over (timed out, resumed by another event, run ended). The entry is removed
+        either way."""
+        run_id = entry.run_id
         sk = self._keys.for_run(run_id)
-        memo = b'{"data":' + event_json + b"}"
         async with asyncio.timeout(REDIS_CALL_S):
             reply = await self._resume_wait(
-                keys=[sk.waits(entry.event), sk.run(run_id), sk.steps(run_id), sk.job(run_id),
-                      sk.ready(entry.function_id)],
-                args=[run_id, entry.step_id, memo, entry.until_ms, now_ms],
+                keys=[sk.waits(entry.event), entry.set_key or sk.wait_scan(entry.event),
+                      sk.run(run_id), sk.steps(run_id), sk.job(run_id),
+                      sk.ready(entry.function_id), sk.wait_refs(run_id)],
+                args=[entry.field, run_id, entry.step_id, memo, entry.until_ms, now_ms],
             )
         return int(check(reply, f"run {run_id}")) == 1
+
+    async def drop_wait(self, entry: WaitEntry) -> None:
+        """Removes a wait entry that can no longer match (expired, or its run moved on)."""
+        sk = self._keys.for_run(entry.run_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(sk.waits(entry.event), entry.field)
+            pipe.srem(entry.set_key or sk.wait_scan(entry.event), entry.field)
+            pipe.hdel(sk.wait_refs(entry.run_id), entry.field)
+            await pipe.execute()
 
     async def time_out_runs(self, shard: ShardKeys, now_ms: int,
                             limit: int = 100) -> list[tuple[RunId, bool]]:
@@ -258,4 +294,4 @@ class StateStore:
         )
 
 
-__all__ = ["Applied", "Outcome", "RunState", "StateStore", "WaitEntry"]
+__all__ = ["Applied", "Outcome", "RunState", "StateStore"]

@@ -17,6 +17,7 @@ from server.errors import InvalidArgument
 from server.types import (
     AppId,
     AppRegistration,
+    CancelOn,
     CronTrigger,
     EventTrigger,
     FunctionConfig,
@@ -94,6 +95,37 @@ def _timeouts(raw: dict[str, Any], at: str) -> tuple[int, int]:
     return out[0], out[1]
 
 
+MAX_CANCEL_ON = 10
+
+
+def _cancel_on(raw: dict[str, Any], at: str) -> tuple[CancelOn, ...]:
+    """`cancel: [{event, if?, timeout?}]` (js `cancelOn`, py `cancel`); timeouts are
+    durations ("1h") counted from the run's creation."""
+    items = raw.get("cancel")
+    if items is None:
+        return ()
+    if not isinstance(items, list) or len(items) > MAX_CANCEL_ON:
+        raise InvalidArgument(f"{at}.cancel", f"must be a list of at most {MAX_CANCEL_ON}")
+    out = []
+    for k, item in enumerate(items):
+        where = f"{at}.cancel[{k}]"
+        if not isinstance(item, dict):
+            raise InvalidArgument(where, "must be an object with `event`")
+        event = _str(item, "event", f"{where}.")
+        expression = item.get("if") or ""
+        if not isinstance(expression, str):
+            raise InvalidArgument(f"{where}.if", "must be a CEL expression")
+        timeout = item.get("timeout")
+        timeout_ms: int | None = 0
+        if timeout is not None:
+            timeout_ms = duration_ms(timeout) if isinstance(timeout, str) else None
+            if not timeout_ms:
+                raise InvalidArgument(f"{where}.timeout",
+                                      f"{timeout!r} is not a positive duration such as '1h'")
+        out.append(CancelOn(event, expression, timeout_ms or 0))
+    return tuple(out)
+
+
 def _function(raw: Any, app_id: AppId, at: str, default_retries: int) -> FunctionConfig:
     if not isinstance(raw, dict):
         raise InvalidArgument(at, "must be an object")
@@ -129,6 +161,7 @@ def _function(raw: Any, app_id: AppId, at: str, default_retries: int) -> Functio
         url=url,
         start_timeout_ms=start_ms,
         finish_timeout_ms=finish_ms,
+        cancel_on=_cancel_on(raw, at),
     )
 
 

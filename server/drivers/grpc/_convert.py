@@ -40,7 +40,6 @@ from server.types import (
 )
 
 MAX_CONCURRENT_JOBS = 10_000
-MAX_CANCEL_ON = 10
 MAX_PLANNED_STEPS = 100
 MAX_SENT_EVENTS = 100
 
@@ -77,17 +76,9 @@ def registration_from_pb(msg: queue_pb2.Register, default_retries: int) -> AppRe
 def _cancel_on(
     items: Sequence[function_pb2.CancelOn], at: str
 ) -> tuple[CancelOn, ...]:
-    if len(items) > MAX_CANCEL_ON:
-        raise InvalidArgument(at, f"{len(items)} entries, at most {MAX_CANCEL_ON}")
-    out = []
-    for k, c in enumerate(items):
-        if not c.event:
-            raise InvalidArgument(f"{at}[{k}].event", "must not be empty")
-        if c.if_expression:
-            compile_expression(f"{at}[{k}].if_expression", c.if_expression)
-        out.append(CancelOn(c.event, c.if_expression,
-                            _timeout_ms(c.timeout_ms, f"{at}[{k}].timeout_ms")))
-    return tuple(out)
+    return tuple(CancelOn(c.event, c.if_expression,
+                          _timeout_ms(c.timeout_ms, f"{at}[{k}].timeout_ms"))
+                 for k, c in enumerate(items))
 
 
 def _timeout_ms(value: int, field: str) -> int:

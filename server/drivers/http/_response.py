@@ -17,6 +17,7 @@ from typing import Any
 from server.durations import duration_ms
 from server.types import (
     ErrorInfo,
+    InvokeFunction,
     Job,
     Opcode,
     RunCompleted,
@@ -146,6 +147,10 @@ def _one_op(op: dict[str, Any], job: Job, headers: Mapping[str, str], now_ms: in
         if job.target_step:
             raise _Unsupported("a wait for event inside parallel steps")
         return _wait_for_event(op, now_ms)
+    if kind == "InvokeFunction":
+        if job.target_step:
+            raise _Unsupported("an invoke inside parallel steps")
+        return _invoke(op, now_ms)
     if kind == "RunComplete":
         return RunCompleted(_json(op.get("data")))
     raise _Unsupported(f"the {kind!r} op")
@@ -160,20 +165,45 @@ def _wait_for_event(op: dict[str, Any], now_ms: int) -> WaitForEvent:
     event = opts.get("event") or op.get("name")
     if not isinstance(event, str) or not event:
         raise _Unsupported("a WaitForEvent op without an event name")
-    raw_timeout = opts.get("timeout")
-    until_ms = now_ms
-    if isinstance(raw_timeout, str) and raw_timeout:
-        at = _time_ms(raw_timeout) if len(raw_timeout) >= 10 else None
-        delay = duration_ms(raw_timeout)
-        if at is None and delay is None:
-            raise _Unsupported(f"a WaitForEvent timeout {raw_timeout!r}")
-        until_ms = min(at, now_ms + MAX_SLEEP_MS) if at is not None else (
-            now_ms + min(delay or 0, MAX_SLEEP_MS))
+    until_ms = _timeout_until(opts.get("timeout"), "WaitForEvent", now_ms) or now_ms
     expression = opts.get("if")
     display = op.get("displayName")
     name = display if isinstance(display, str) and display else step_id
     return WaitForEvent(step_id, name, event,
                         expression if isinstance(expression, str) else "", until_ms)
+
+
+def _timeout_until(raw: Any, kind: str, now_ms: int) -> int:
+    """An op's `opts.timeout` (a duration or a time) as Unix ms; 0 when there is none."""
+    if not isinstance(raw, str) or not raw:
+        return 0
+    at = _time_ms(raw) if len(raw) >= 10 else None
+    delay = duration_ms(raw)
+    if at is None and delay is None:
+        raise _Unsupported(f"a {kind} timeout {raw!r}")
+    if at is not None:
+        return min(at, now_ms + MAX_SLEEP_MS)
+    return now_ms + min(delay or 0, MAX_SLEEP_MS)
+
+
+def _invoke(op: dict[str, Any], now_ms: int) -> InvokeFunction:
+    """`opts.function_id` is the fully qualified id, `opts.payload.data` the child's data,
+    `opts.timeout` optional."""
+    step_id = _step_id(op, "ops[0]")
+    opts = op.get("opts") if isinstance(op.get("opts"), dict) else {}
+    assert isinstance(opts, dict)
+    function_id = opts.get("function_id")
+    if not isinstance(function_id, str) or not function_id:
+        raise _Unsupported("an InvokeFunction op without opts.function_id")
+    payload = opts.get("payload") if isinstance(opts.get("payload"), dict) else {}
+    assert isinstance(payload, dict)
+    data = payload.get("data")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise _Unsupported("an InvokeFunction op whose opts.payload.data is not an object")
+    return InvokeFunction(step_id, _name(op, step_id), function_id, _json(data),
+                          _timeout_until(opts.get("timeout"), "InvokeFunction", now_ms))
 
 
 def _ops(parsed: Any, job: Job, headers: Mapping[str, str], now_ms: int) -> Opcode:

@@ -34,6 +34,7 @@ local function fail_timeout(rk, run_id, fn, app, name, limit_ms)
   redis.call('EXPIRE', rk .. ':steps', ttl)
   redis.call('EXPIRE', rk .. ':stack', ttl)
   redis.call('ZREM', tag .. ':deadlines', run_id)
+  drop_waits(rk .. ':waitrefs')
   redis.call('XADD', history, '*', 'k', 'end', 'run', run_id, 'status', 'failed',
     'output', '', 'error', err, 'ts', now, 'fn', fn, 'app', app or '')
 end

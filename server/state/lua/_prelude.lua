@@ -1,4 +1,5 @@
--- Prelude of every opcode script (prepended by the loader): fencing and the shared moves.
+-- Prelude of every opcode script (prepended by the loader, after _waits.lua): fencing and the
+-- shared moves.
 -- KEYS[1] run hash  KEYS[2] steps hash  KEYS[3] job hash  KEYS[4] leased zset
 -- KEYS[5] ready zset of the function  KEYS[6] history stream  KEYS[7] lease counter
 -- KEYS[8] stack list (step ids in the order they were memoised)
@@ -107,6 +108,7 @@ end
 local function finish(status, output, err)
   redis.call('HSET', run, 'status', status, 'ended', now, 'output', output, 'error', err)
   drop_jobs()
+  drop_waits(run .. ':waitrefs')
   redis.call('EXPIRE', run, ttl)
   redis.call('EXPIRE', steps, ttl)
   redis.call('EXPIRE', stack, ttl)

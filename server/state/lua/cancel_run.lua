@@ -1,5 +1,5 @@
 -- Cancel a run that has not finished: drop its queued or leased jobs (the main job and those
--- of planned steps) and record the end.
+-- of planned steps) and its waits, and record the end. Loaded after _waits.lua.
 -- KEYS[1] run hash  KEYS[2] steps hash  KEYS[3] leased zset  KEYS[4] history stream
 -- KEYS[5] stack list  KEYS[6] planned set
 -- ARGV[1] run_id  ARGV[2] now_ms  ARGV[3] shard key tag  ARGV[4] finished-run ttl s
@@ -28,6 +28,7 @@ for _, id in ipairs(ids) do
   redis.call('DEL', tag .. ':job:' .. id)
 end
 redis.call('DEL', planned)
+drop_waits(run .. ':waitrefs')
 redis.call('HSET', run, 'status', 'cancelled', 'ended', ARGV[2])
 local ttl = tonumber(ARGV[4])
 redis.call('EXPIRE', run, ttl)

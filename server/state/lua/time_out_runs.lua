@@ -1,6 +1,7 @@
 -- End the runs of a shard whose finish timeout has passed as failed (FinishTimeoutError):
 -- drop their queued or leased jobs (main and planned steps) and record each end, as
 -- cancel_run.lua does. Runs already ended are only taken out of the deadlines zset.
+-- Loaded after _waits.lua.
 -- KEYS[1] deadlines zset  KEYS[2] leased zset  KEYS[3] history stream
 -- ARGV[1] now_ms  ARGV[2] shard key tag  ARGV[3] finished-run ttl s  ARGV[4] most runs per call
 -- Returns a list of {run_id, was_leased} for each run it failed (1 when a worker held a job).
@@ -24,6 +25,7 @@ for _, run_id in ipairs(redis.call('ZRANGEBYSCORE', deadlines, '-inf', now, 'LIM
       redis.call('DEL', tag .. ':job:' .. id)
     end
     redis.call('DEL', planned)
+    drop_waits(run .. ':waitrefs')
     local err = cjson.encode({name = 'FinishTimeoutError', message =
       'the run exceeded its finish timeout of ' .. (meta[4] or '?') .. ' ms', stack = ''})
     redis.call('HSET', run, 'status', 'failed', 'ended', now, 'error', err)
