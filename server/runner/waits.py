@@ -138,7 +138,7 @@ class WaitMatcher:
             if expired:
                 await self._state.drop_wait(entry)
                 return 0
-            log.info("run.cancel_on", run_id=entry.run_id, event=entry.event)
+            log.info("run.cancel_on", run_id=entry.run_id, event_name=entry.event)
             await self._cancel_run(RunId(entry.run_id))
             return 0
         if event is None:
