@@ -97,7 +97,7 @@ class PlaitServer:
         # Spans go to OTLP when the otel_* settings ask for it; metrics are always kept.
         telemetry = self._telemetry = Telemetry(s)
         telemetry.watch_queues(self._redis, keys, lambda: [f.id for f in index.all()])
-        executor = Executor(queue, state, s, telemetry)
+        executor = Executor(queue, state, s, telemetry, redis=self._redis)
         driver = GrpcDriver(executor, registry, s, telemetry)
         executor.add_driver(driver)
         self._driver = driver

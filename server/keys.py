@@ -145,6 +145,11 @@ class Keys:
         return f"{PREFIX}:{{meta}}:fnversion"
 
     @property
+    def cancels(self) -> str:
+        """Pub/sub channel: ids of cancelled runs a worker may hold, for every executor."""
+        return f"{PREFIX}:{{meta}}:cancels"
+
+    @property
     def paused_functions(self) -> str:
         """SET of paused function ids; changed with `functions_version`, so indexes reload."""
         return f"{PREFIX}:{{meta}}:paused"

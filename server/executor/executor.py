@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 
 import structlog
+from redis.asyncio import Redis
 
 from server.config import Settings
 from server.drivers import Driver
@@ -34,7 +35,9 @@ def _now_ms() -> int:
 
 class Executor:
     def __init__(self, queue: Queue, state: StateStore, settings: Settings,
-                 telemetry: Telemetry | None = None) -> None:
+                 telemetry: Telemetry | None = None, redis: Redis | None = None) -> None:
+        # `redis` carries cancels to the processes whose workers hold a run's jobs.
+        self._redis = redis
         self._queue = queue
         self._state = state
         self._settings = settings
@@ -57,6 +60,8 @@ class Executor:
             for shard in self._queue.keys.all_shards():
                 tg.create_task(self._lease_loop(shard))
             tg.create_task(self._scavenge_loop())
+            if self._redis is not None:
+                tg.create_task(self._cancel_listener(self._redis))
 
     async def _lease_loop(self, shard: ShardKeys) -> None:
         wakeup = self._wakeups[shard.shard]
@@ -105,10 +110,31 @@ class Executor:
                     if held:
                         await self._tell_drivers_cancelled(run_id)
 
-    async def _tell_drivers_cancelled(self, run_id: RunId) -> None:
+    async def _tell_local_drivers(self, run_id: RunId) -> bool:
         for driver in self._drivers:
             if await driver.cancel(run_id):
-                break
+                return True
+        return False
+
+    async def _tell_drivers_cancelled(self, run_id: RunId) -> None:
+        """Tells the worker holding a job of the run to stop, wherever it is connected."""
+        if not await self._tell_local_drivers(run_id) and self._redis is not None:
+            await self._redis.publish(self._queue.keys.cancels, run_id)
+
+    async def _cancel_listener(self, redis: Redis) -> None:
+        """Passes cancels published by other processes to this process's drivers."""
+        pubsub = redis.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(self._queue.keys.cancels)
+        try:
+            while True:
+                raise_if_cancelling()
+                message = await pubsub.get_message(timeout=1.0)
+                if message is not None and message.get("type") == "message":
+                    data = message["data"]
+                    run_id = RunId(data.decode() if isinstance(data, bytes) else str(data))
+                    await self._tell_local_drivers(run_id)
+        finally:
+            await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]
 
     async def commit(
         self, results: Sequence[tuple[Job, Opcode]], relock: bool
@@ -152,9 +178,7 @@ class Executor:
     async def cancel_run(self, run_id: RunId) -> RunStatus:
         status, was_leased = await self._state.cancel_run(run_id, _now_ms())
         if was_leased:
-            for driver in self._drivers:
-                if await driver.cancel(run_id):
-                    break
+            await self._tell_drivers_cancelled(run_id)
         return status
 
     def capacity_changed(self) -> None:
