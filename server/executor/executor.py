@@ -141,7 +141,9 @@ class Executor:
     ) -> list[Applied]:
         """Applies opcodes answered for held jobs; wakes the lease loop when work was queued."""
         checked_results = [
-            (job, checked(op, self._settings.max_step_output_bytes)) for job, op in results
+            (job, checked(op, self._settings.max_step_output_bytes,
+                          self._settings.max_event_bytes))
+            for job, op in results
         ]
         applied = await self._state.apply(checked_results, _now_ms(), relock)
         for (job, _), outcome in zip(checked_results, applied, strict=True):

@@ -30,7 +30,12 @@ def _problem(payload: bytes, limit: int) -> str:
     return ""
 
 
-def checked(op: Opcode, max_output_bytes: int) -> Opcode:
+MAX_EVENT_NAME_BYTES = 256
+
+
+def checked(op: Opcode, max_output_bytes: int, max_event_bytes: int) -> Opcode:
+    """`op`, or the non-retriable failure that says what is wrong with it. Events an
+    opcode sends are held to the ingest's limits here, so none is refused after the commit."""
     if isinstance(op, StepCompleted):
         problem = _problem(op.output_json or b"null", max_output_bytes)
         if problem:
@@ -45,15 +50,18 @@ def checked(op: Opcode, max_output_bytes: int) -> Opcode:
         if not op.output_json:
             return RunCompleted(b"null")
     elif isinstance(op, InvokeFunction):
-        problem = _problem(op.data_json, max_output_bytes)
+        problem = _problem(op.data_json or b"{}", max_event_bytes)
         if problem:
             return StepFailed(op.step_id, op.name,
                               ErrorInfo("InvokeError", problem.replace("output", "data", 1)),
                               non_retriable=True)
     elif isinstance(op, SendEvents):
-        size = sum(len(e.data_json) for e in op.events)
-        if size > max_output_bytes:
-            return StepFailed(op.step_id, op.name, ErrorInfo(
-                "SendEventError", f"events are {size} bytes, over the limit of "
-                f"{max_output_bytes}"), non_retriable=True)
+        for i, event in enumerate(op.events):
+            problem = _problem(event.data_json or b"{}", max_event_bytes)
+            if not problem and len(event.name.encode()) > MAX_EVENT_NAME_BYTES:
+                problem = f"name is longer than {MAX_EVENT_NAME_BYTES} bytes"
+            if problem:
+                return StepFailed(op.step_id, op.name, ErrorInfo(
+                    "SendEventError", f"events[{i}] " + problem.replace("output", "data", 1)),
+                    non_retriable=True)
     return op
