@@ -11,6 +11,7 @@ from server.drivers.http._response import opcode_from_response, retry_after_ms
 from server.durations import duration_ms
 from server.types import (
     FunctionId,
+    InvokeFunction,
     Job,
     JobId,
     LeaseId,
@@ -20,6 +21,7 @@ from server.types import (
     Sleep,
     StepCompleted,
     StepFailed,
+    StepId,
     StepsPlanned,
 )
 
@@ -110,8 +112,21 @@ def test_a_201_stream_is_unwrapped() -> None:
     assert isinstance(failed, StepFailed) and failed.non_retriable
 
 
+def test_an_invoke_op_names_the_function_its_data_and_timeout() -> None:
+    op = {"op": "InvokeFunction", "id": "h", "displayName": "call",
+          "opts": {"function_id": "app-child", "payload": {"data": {"n": 1}, "v": None},
+                   "timeout": "30s"}}
+    assert _answer(206, [op]) == InvokeFunction(
+        StepId("h"), "call", "app-child", b'{"n":1}', NOW + 30_000)
+    no_timeout = {"op": "InvokeFunction", "id": "h", "opts": {"function_id": "app-child"}}
+    assert _answer(206, [no_timeout]) == InvokeFunction(StepId("h"), "h", "app-child", b"{}", 0)
+
+
 @pytest.mark.parametrize("body", [
     [{"op": "InvokeFunction", "id": "i"}],
+    [{"op": "InvokeFunction", "id": "i", "opts": {"function_id": "f", "timeout": "never"}}],
+    [{"op": "InvokeFunction", "id": "i",
+      "opts": {"function_id": "f", "payload": {"data": [1]}}}],
     [{"op": "StepRun", "id": ""}],
     [{"op": "Sleep", "id": "z", "name": "soon"}],
     [{"op": "StepRun", "id": "a"}, {"op": "Sleep", "id": "b", "name": "1s"}],
