@@ -106,7 +106,8 @@ class PlaitServer:
         ingest = EventIngest(self._engine, self._redis, keys, s, telemetry)
         runner = Runner(self._redis, keys, queue, registry, consumer, executor.wake, state,
                         executor.cancel_run)
-        control = RunControl(self._engine, queue, registry, executor.cancel_run, executor.wake)
+        control = RunControl(self._engine, queue, state, registry, executor.cancel_run,
+                             executor.wake)
         internal = InternalEvents(self._redis, keys, ingest)
         history = HistoryWriter(self._redis, self._engine, keys, consumer, telemetry,
                                 on_committed=internal.emit)

@@ -21,7 +21,8 @@ from server.history import store
 from server.queue import NewRun, Queue
 from server.runner.expressions import matches
 from server.runner.registry import Registry
-from server.types import Event, EventId, RunId, RunStatus
+from server.state import StateStore, UnfinishedRun
+from server.types import Event, RunId, RunStatus
 
 log = structlog.get_logger(__name__)
 
@@ -38,10 +39,11 @@ def _now_ms() -> int:
 
 class RunControl:
     def __init__(
-        self, engine: AsyncEngine, queue: Queue, registry: Registry, cancel_run: CancelRun,
-        on_enqueued: Callable[[], None],
+        self, engine: AsyncEngine, queue: Queue, state: StateStore, registry: Registry,
+        cancel_run: CancelRun, on_enqueued: Callable[[], None],
     ) -> None:
         self._engine = engine
+        self._state = state
         self._queue = queue
         self._registry = registry
         self._cancel_run = cancel_run
@@ -52,43 +54,29 @@ class RunControl:
         program: Any | None = None,
     ) -> int:
         """Cancels the function's queued and running runs created in [from, before) whose
-        event matches `program` (compiled CEL over `event`, when given), as history knows them
-        (a run created this instant may not be there yet); returns how many this call
-        cancelled."""
+        event matches `program` (compiled CEL over `event`, when given), as Redis has them
+        now (history lags by a batch); returns how many this call cancelled."""
         await store.get_function(self._engine, function_id)  # NotFound when unknown
         if created_before_ms <= created_from_ms:
             raise InvalidArgument("created_before", "must be after the start of the range")
+        runs = [r for r in await self._state.unfinished_runs(function_id)
+                if created_from_ms <= r.created_ms < created_before_ms]
+        ids = [r.run_id for r in runs if program is None or self._matches(program, r)]
         cancelled = 0
-        after: str | None = None
-        while True:
-            page = await store.unfinished_run_ids(
-                self._engine, function_id, created_from_ms, created_before_ms, CANCEL_BATCH,
-                after)
-            if not page:
-                break
-            after = page[-1][0]
-            ids = await self._matching(page, program)
-            statuses = await asyncio.gather(*(self._cancel_one(i) for i in ids))
+        for i in range(0, len(ids), CANCEL_BATCH):
+            statuses = await asyncio.gather(
+                *(self._cancel_one(run_id) for run_id in ids[i:i + CANCEL_BATCH]))
             cancelled += sum(s is RunStatus.CANCELLED for s in statuses)
         log.info("runs.cancelled", function_id=function_id, count=cancelled)
         return cancelled
 
-    async def _matching(
-        self, page: list[tuple[RunId, EventId]], program: Any | None
-    ) -> list[RunId]:
-        if program is None:
-            return [run_id for run_id, _ in page]
-        events = await store.events_by_id(self._engine, [e for _, e in page])
-        found: list[RunId] = []
-        for run_id, event_id in page:
-            event = events.get(event_id)
-            if event is None:
-                continue
-            variables = {"event": {"id": event.id, "name": event.name, "ts": event.ts_ms,
-                                   "data": json.loads(event.data_json)}}
-            if matches(program, variables):
-                found.append(run_id)
-        return found
+    @staticmethod
+    def _matches(program: Any, run: UnfinishedRun) -> bool:
+        try:
+            event = json.loads(run.event_json)
+        except ValueError:
+            return False
+        return matches(program, {"event": event})
 
     async def _cancel_one(self, run_id: RunId) -> RunStatus | None:
         try:

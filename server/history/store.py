@@ -429,32 +429,6 @@ async def runs_for_event(engine: AsyncEngine, event_id: str) -> list[RunRecord]:
         return [_run(r) for r in await conn.execute(query)]
 
 
-async def unfinished_run_ids(
-    engine: AsyncEngine, function_id: str, created_from_ms: int, created_before_ms: int,
-    limit: int, after_id: str | None = None,
-) -> list[tuple[RunId, EventId]]:
-    """(run id, event id) of a function's queued and running runs created in [from, before),
-    in run id order, `limit` of them after `after_id` (a page)."""
-    conditions = [
-        RUNS.c.function_id == function_id,
-        RUNS.c.status.in_([RunStatus.QUEUED.value, RunStatus.RUNNING.value]),
-        RUNS.c.created_at_ms >= created_from_ms,
-        RUNS.c.created_at_ms < created_before_ms,
-    ]
-    if after_id is not None:
-        conditions.append(RUNS.c.id > after_id)
-    query = select(RUNS.c.id, RUNS.c.event_id).where(*conditions).order_by(RUNS.c.id).limit(limit)
-    async with engine.connect() as conn:
-        return [(RunId(r.id), EventId(r.event_id)) for r in await conn.execute(query)]
-
-
-async def events_by_id(engine: AsyncEngine, event_ids: Sequence[str]) -> dict[str, EventRecord]:
-    """The events of these ids that history has."""
-    query = select(EVENTS).where(EVENTS.c.id.in_(list(event_ids)))
-    async with engine.connect() as conn:
-        return {r.id: _event(r) for r in await conn.execute(query)}
-
-
 async def insert_replay(
     engine: AsyncEngine, run_id: str, original_run_id: str, now_ms: int
 ) -> None:

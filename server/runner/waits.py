@@ -3,9 +3,9 @@ cancel-on) and resumes or cancels those runs.
 
 The cost per event does not grow with the number of waiting runs: per event name and shard,
 one round trip reads the indexed paths and the scanned entries, one reads the index sets
-the event's own values point to, and one reads the entries found (see server/state/waits.py).
-Only entries whose `if` cannot be indexed are evaluated, each against every event of its
-name.
+the event's own values point to, one reads the entries found, and one the run events that
+scanned entries compare against (see server/state/waits.py). Only entries whose `if` cannot
+be indexed are evaluated, each against every event of its name.
 """
 
 from __future__ import annotations
@@ -106,18 +106,29 @@ class WaitMatcher:
             for name, fields in wanted:
                 pipe.hmget(sk.waits(name), fields)
             entries = await pipe.execute()
-        resumed = 0
+        parsed: list[tuple[WaitEntry, dict[int, str] | None]] = []
         for (name, fields), raws in zip(wanted, entries, strict=True):
             for field, raw in zip(fields, raws, strict=True):
-                if raw is None:
-                    continue  # removed meanwhile; its set membership is stale
-                entry = WaitEntry.parse(name, field, raw)
-                hits = found[name][field]
-                resumed += await self._settle(entry, by_name[name], hits, now_ms)
+                if raw is not None:  # else removed meanwhile: its set membership is stale
+                    parsed.append((WaitEntry.parse(name, field, raw), found[name][field]))
+        # The run events scanned `if`s compare against, in one round trip.
+        scanned = list(dict.fromkeys(
+            e.run_id for e, hits in parsed if hits is None and e.if_expression))
+        originals: dict[str, Any] = {}
+        if scanned:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for run_id in scanned:
+                    pipe.hget(sk.run(run_id), "event")
+                for run_id, raw_event in zip(scanned, await pipe.execute(), strict=True):
+                    originals[run_id] = json.loads(raw_event or b"{}")
+        resumed = 0
+        for entry, hits in parsed:
+            resumed += await self._settle(entry, by_name[entry.event], hits,
+                                          originals.get(entry.run_id), now_ms)
         return resumed
 
     async def _settle(self, entry: WaitEntry, events: list[_Event],
-                      hits: dict[int, str] | None, now_ms: int) -> int:
+                      hits: dict[int, str] | None, original: Any, now_ms: int) -> int:
         """Acts on one entry for the first event that matches it; 1 when a run resumed."""
         expired = 0 < entry.until_ms <= now_ms
         event: _Event | None = None
@@ -129,7 +140,7 @@ class WaitMatcher:
                 event = events[firsts[0]] if firsts else None
             else:
                 for candidate in events:
-                    if await self._matches(entry, candidate):
+                    if self._matches(entry, original, candidate):
                         event = candidate
                         break
             if event is None:
@@ -153,7 +164,7 @@ class WaitMatcher:
             return 1
         return 0
 
-    async def _matches(self, entry: WaitEntry, event: _Event) -> bool:
+    def _matches(self, entry: WaitEntry, original: Any, event: _Event) -> bool:
         if not entry.if_expression:
             return True
         program = self._programs.get(entry.if_expression)
@@ -165,9 +176,7 @@ class WaitMatcher:
             if len(self._programs) > MAX_PROGRAMS:
                 self._programs.clear()
             self._programs[entry.if_expression] = program
-        run_id = entry.run_id
-        original = await self._redis.hget(self._keys.for_run(run_id).run(run_id), "event")
-        return matches(program, {"event": json.loads(original or b"{}"), "async": event.parsed})
+        return matches(program, {"event": original or {}, "async": event.parsed})
 
 
 __all__ = ["WaitMatcher", "invoke_memo"]

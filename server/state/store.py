@@ -74,6 +74,13 @@ class Applied:
 
 
 @dataclass(frozen=True, slots=True)
+class UnfinishedRun:
+    run_id: RunId
+    created_ms: int
+    event_json: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class RunState:
     run_id: RunId
     function_id: str
@@ -269,6 +276,34 @@ class StateStore:
             )
         return [(RunId(_s(run_id)), bool(int(held))) for run_id, held in reply]
 
+    async def unfinished_runs(self, function_id: str) -> list[UnfinishedRun]:
+        """The function's queued and running runs, exactly as Redis has them now: every
+        such run has a job in the function's ready set (queued, retrying, asleep, waiting)
+        or leased, its own or a planned step's (`<run>:<step>`)."""
+        out: list[UnfinishedRun] = []
+        for sk in self._keys.all_shards():
+            async with asyncio.timeout(REDIS_CALL_S):
+                ready = await self._redis.zrange(sk.ready(function_id), 0, -1)
+                leased = [_s(j) for j in await self._redis.zrange(sk.leased, 0, -1)]
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for job_id in leased:
+                        pipe.hget(sk.job(job_id), "fn")
+                    owners = await pipe.execute()
+            run_ids = dict.fromkeys(_s(j).split(":", 1)[0] for j in ready)
+            for job_id, fn in zip(leased, owners, strict=True):
+                if fn is not None and _s(fn) == function_id:
+                    run_ids[job_id.split(":", 1)[0]] = None
+            async with asyncio.timeout(REDIS_CALL_S), \
+                    self._redis.pipeline(transaction=False) as pipe:
+                for run_id in run_ids:
+                    pipe.hmget(sk.run(run_id), "status", "created", "event")
+                metas = await pipe.execute()
+            for run_id, (status, created, event) in zip(run_ids, metas, strict=True):
+                if status is not None and _s(status) in ("queued", "running"):
+                    out.append(UnfinishedRun(RunId(run_id), int(_s(created or b"0")),
+                                             bytes(event or b"{}")))
+        return out
+
     async def stack(self, run_id: RunId) -> list[str]:
         """The run's step ids in the order they were memoised."""
         async with asyncio.timeout(REDIS_CALL_S):
@@ -294,4 +329,4 @@ class StateStore:
         )
 
 
-__all__ = ["Applied", "Outcome", "RunState", "StateStore"]
+__all__ = ["Applied", "Outcome", "RunState", "StateStore", "UnfinishedRun"]
