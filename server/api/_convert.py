@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Set
+
 from plait_proto.v1 import event_pb2, function_pb2, management_pb2, run_pb2
 
 from server.errors import InvalidArgument
@@ -81,12 +83,13 @@ def definition_to_pb(config: FunctionConfig) -> function_pb2.FunctionDefinition:
     )
 
 
-def function_to_pb(function: FunctionRecord) -> function_pb2.Function:
+def function_to_pb(function: FunctionRecord, paused: Set[str]) -> function_pb2.Function:
     return function_pb2.Function(
         id=function.config.id,
         app_id=function.config.app_id,
         definition=definition_to_pb(function.config),
         updated_at_ms=function.updated_at_ms,
+        paused=function.config.id in paused,
     )
 
 

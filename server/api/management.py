@@ -141,6 +141,9 @@ class ManagementServicer(management_pb2_grpc.ManagementServiceServicer):
             raise FailedPrecondition("run control is not available in this process")
         return self._control
 
+    async def _paused(self) -> set[str]:
+        return await self._control.paused_ids() if self._control is not None else set()
+
     @_rpc
     async def ListApps(self, request: pb.ListAppsRequest) -> pb.ListAppsResponse:
         apps = await store.list_apps(self._engine)
@@ -151,21 +154,25 @@ class ManagementServicer(management_pb2_grpc.ManagementServiceServicer):
         app_id = _id("app_id", request.app_id)
         app = await store.get_app(self._engine, app_id)
         functions = await store.list_functions(self._engine, app_id)
+        paused = await self._paused()
         return pb.GetAppResponse(
             app=_convert.app_to_pb(app),
-            functions=[_convert.function_to_pb(f) for f in functions],
+            functions=[_convert.function_to_pb(f, paused) for f in functions],
         )
 
     @_rpc
     async def ListFunctions(self, request: pb.ListFunctionsRequest) -> pb.ListFunctionsResponse:
         app_id = _id("app_id", request.app_id) if request.app_id else None
         functions = await store.list_functions(self._engine, app_id)
-        return pb.ListFunctionsResponse(functions=[_convert.function_to_pb(f) for f in functions])
+        paused = await self._paused()
+        return pb.ListFunctionsResponse(
+            functions=[_convert.function_to_pb(f, paused) for f in functions])
 
     @_rpc
     async def GetFunction(self, request: pb.GetFunctionRequest) -> pb.GetFunctionResponse:
         function = await store.get_function(self._engine, _id("function_id", request.function_id))
-        return pb.GetFunctionResponse(function=_convert.function_to_pb(function))
+        return pb.GetFunctionResponse(
+            function=_convert.function_to_pb(function, await self._paused()))
 
     @_rpc
     async def ListEvents(self, request: pb.ListEventsRequest) -> pb.ListEventsResponse:

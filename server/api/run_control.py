@@ -84,6 +84,9 @@ class RunControl:
         except NotFound:  # its state expired: history is behind, nothing left to cancel
             return None
 
+    async def paused_ids(self) -> set[str]:
+        return await self._registry.paused_ids()
+
     async def set_paused(self, function_id: str, paused: bool) -> None:
         await self._registry.set_paused(function_id, paused)
 

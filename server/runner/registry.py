@@ -87,6 +87,11 @@ class Registry:
         paused = await self._redis.smembers(self._keys.paused_functions)
         self.index.replace(functions, (p.decode() if isinstance(p, bytes) else p for p in paused))
 
+    async def paused_ids(self) -> set[str]:
+        """The ids of paused functions, as Redis has them now."""
+        raw = await self._redis.smembers(self._keys.paused_functions)
+        return {p.decode() if isinstance(p, bytes) else str(p) for p in raw}
+
     async def set_paused(self, function_id: str, paused: bool) -> None:
         """Pauses or resumes a function in every process's index (the version moves)."""
         await store.get_function(self._engine, function_id)  # NotFound when unknown

@@ -147,6 +147,8 @@ async def test_a_paused_function_starts_no_runs_and_skips_the_events_it_missed(
     management = plait.client.management
     async with running_worker(_echo(), plait.client):
         await management.PauseFunction(pb.PauseFunctionRequest(function_id="ops-echo"))
+        got = await management.GetFunction(pb.GetFunctionRequest(function_id="ops-echo"))
+        assert got.function.paused
         missed = await plait.client.send("ops/echo", {"n": 1})
         # The runner reads events in order: once the later marker has its run, the paused
         # function's event was read and skipped.
@@ -158,6 +160,8 @@ async def test_a_paused_function_starts_no_runs_and_skips_the_events_it_missed(
         assert event.event.name == "ops/echo"
 
         await management.ResumeFunction(pb.ResumeFunctionRequest(function_id="ops-echo"))
+        got = await management.GetFunction(pb.GetFunctionRequest(function_id="ops-echo"))
+        assert not got.function.paused
         after = await plait.client.send("ops/echo", {"n": 2})
         run = await plait.client.finished_run_of(after)
         assert run.status == COMPLETED and json.loads(run.output_json) == {"n": 2}

@@ -63,16 +63,18 @@ class CronTrigger(_message.Message):
     def __init__(self, cron: _Optional[str] = ...) -> None: ...
 
 class Function(_message.Message):
-    __slots__ = ("id", "app_id", "definition", "updated_at_ms")
+    __slots__ = ("id", "app_id", "definition", "updated_at_ms", "paused")
     ID_FIELD_NUMBER: _ClassVar[int]
     APP_ID_FIELD_NUMBER: _ClassVar[int]
     DEFINITION_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
     id: str
     app_id: str
     definition: FunctionDefinition
     updated_at_ms: int
-    def __init__(self, id: _Optional[str] = ..., app_id: _Optional[str] = ..., definition: _Optional[_Union[FunctionDefinition, _Mapping]] = ..., updated_at_ms: _Optional[int] = ...) -> None: ...
+    paused: bool
+    def __init__(self, id: _Optional[str] = ..., app_id: _Optional[str] = ..., definition: _Optional[_Union[FunctionDefinition, _Mapping]] = ..., updated_at_ms: _Optional[int] = ..., paused: _Optional[bool] = ...) -> None: ...
 
 class ErrorInfo(_message.Message):
     __slots__ = ("name", "message", "stack")
