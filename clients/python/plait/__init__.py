@@ -3,7 +3,7 @@
 from plait._app import App
 from plait._context import Context
 from plait._errors import NonRetriableError, RetryAfterError, StepError
-from plait._messages import Timeouts
+from plait._messages import CancelOn, SendEvent, Timeouts
 from plait._step import Step, SyncStep
 from plait._triggers import TriggerCron, TriggerEvent
 from plait._version import __version__ as __version__
@@ -11,9 +11,11 @@ from plait._worker import Worker
 
 __all__ = [
     "App",
+    "CancelOn",
     "Context",
     "NonRetriableError",
     "RetryAfterError",
+    "SendEvent",
     "Step",
     "StepError",
     "SyncStep",

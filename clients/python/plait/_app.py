@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from plait._context import Context
-from plait._messages import FunctionSpec, Timeouts
+from plait._messages import CancelOn, FunctionSpec, Timeouts
+from plait._registry import remember as _remember
 from plait._step import Step, SyncStep
 from plait._triggers import TriggerCron, TriggerEvent
 
@@ -20,6 +21,7 @@ F = TypeVar("F", bound=AsyncHandler | SyncHandler)
 # The server's rule for app and function ids.
 _ID = re.compile(r"[a-z0-9._-]{1,128}")
 _MAX_RETRIES = 20
+_MAX_CANCEL_ON = 10
 FAILURE_SUFFIX = "-failure"
 FUNCTION_FAILED = "inngest/function.failed"
 
@@ -48,6 +50,7 @@ class App:
         retries: int | None = None,
         on_failure: AsyncHandler | SyncHandler | None = None,
         timeouts: Timeouts | None = None,
+        cancel_on: CancelOn | Sequence[CancelOn] | None = None,
     ) -> Callable[[F], F]:
         """Declares a function: `async def f(ctx, step: Step)` or `def f(ctx, step: SyncStep)`.
 
@@ -57,7 +60,9 @@ class App:
         triggered by `inngest/function.failed`, so `ctx.event.data` holds the failed run's
         `event`, `error` ({name, message, stack}), `function_id` and `run_id`. The decorated
         function is returned unchanged. `timeouts` (`Timeouts(start_s=…, finish_s=…)`) fail a
-        run that waits too long to start or takes too long to finish.
+        run that waits too long to start or takes too long to finish. `cancel_on`
+        (`CancelOn(event, if_exp=…, timeout=…)`, at most 10) cancels a run when a matching
+        event arrives.
         """
         _check_id("function id", function_id)
         if function_id in self._functions:
@@ -82,12 +87,15 @@ class App:
                 f"Expected an int from 0 to {_MAX_RETRIES}."
             )
         _check_timeouts(function_id, timeouts)
-        spec = FunctionSpec(function_id, name or function_id, triggers, retries, timeouts)
+        cancels = _cancel_on(function_id, cancel_on)
+        spec = FunctionSpec(
+            function_id, name or function_id, triggers, retries, timeouts, cancels)
 
         def register(fn: F) -> F:
             if not callable(fn):
                 raise TypeError(f"function {function_id!r} must decorate a callable, not {fn!r}")
             self._functions[function_id] = _Function(spec, fn, inspect.iscoroutinefunction(fn))
+            _remember(fn, f"{self.id}-{function_id}")
             if on_failure is not None:
                 # As the Inngest SDKs do it: failures of this function's runs, matched by id.
                 expression = f"event.data.function_id == '{self.id}-{function_id}'"
@@ -95,6 +103,7 @@ class App:
                 failure = FunctionSpec(failure_id, f"{spec.name} (failure)", (trigger,), 0)
                 self._functions[failure_id] = _Function(
                     failure, on_failure, inspect.iscoroutinefunction(on_failure))
+                _remember(on_failure, f"{self.id}-{failure_id}")
             return fn
 
         return register
@@ -148,3 +157,26 @@ def _check_timeouts(function_id: str, timeouts: Timeouts | None) -> None:
                 f"function {function_id!r} timeouts.{field} has value {value!r}. "
                 "Expected a positive number of seconds or None."
             )
+
+
+def _cancel_on(
+    function_id: str, cancel_on: CancelOn | Sequence[CancelOn] | None
+) -> tuple[CancelOn, ...]:
+    if cancel_on is None:
+        return ()
+    items = (cancel_on,) if isinstance(cancel_on, CancelOn) else cancel_on
+    if isinstance(items, str | bytes) or not isinstance(items, Sequence):
+        raise TypeError(
+            f"function {function_id!r} cancel_on has value {cancel_on!r}. "
+            "Expected a CancelOn or a list of them."
+        )
+    for c in items:
+        if not isinstance(c, CancelOn):
+            raise TypeError(
+                f"function {function_id!r} cancel_on has an item {c!r}. Expected CancelOn.")
+    if len(items) > _MAX_CANCEL_ON:
+        raise ValueError(
+            f"function {function_id!r} cancel_on has {len(items)} entries. "
+            f"The limit is {_MAX_CANCEL_ON}."
+        )
+    return tuple(items)

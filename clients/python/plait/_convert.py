@@ -11,6 +11,7 @@ from plait._messages import (
     FunctionSpec,
     Heartbeat,
     Incoming,
+    InvokeFunction,
     Job,
     JobResult,
     Jobs,
@@ -21,9 +22,11 @@ from plait._messages import (
     Results,
     RunCompleted,
     RunFailed,
+    SendEvents,
     Sleep,
     StepCompleted,
     StepFailed,
+    StepsPlanned,
     WaitForEvent,
 )
 from plait._triggers import TriggerEvent
@@ -72,6 +75,10 @@ def function_to_pb(spec: FunctionSpec) -> function_pb2.FunctionDefinition:
             definition.timeouts.start_ms = max(1, round(spec.timeouts.start_s * 1000))
         if spec.timeouts.finish_s is not None:
             definition.timeouts.finish_ms = max(1, round(spec.timeouts.finish_s * 1000))
+    for c in spec.cancel_on:
+        definition.cancel_on.append(
+            function_pb2.CancelOn(event=c.event, if_expression=c.if_exp, timeout_ms=c.timeout_ms)
+        )
     return definition
 
 
@@ -109,6 +116,7 @@ def job_from_pb(job: queue_pb2.Job) -> Job:
         lease_expires_at_ms=job.lease_expires_at_ms,
         traceparent=job.traceparent,
         tracestate=job.tracestate,
+        target_step=job.target_step,
     )
 
 
@@ -149,6 +157,23 @@ def _opcode_to_pb(op: Opcode) -> queue_pb2.Opcode:
                     if_expression=op.if_expression,
                     timeout_until_ms=op.timeout_until_ms,
                 )
+            )
+        case StepsPlanned():
+            return queue_pb2.Opcode(steps_planned=queue_pb2.StepsPlanned(step_ids=op.step_ids))
+        case InvokeFunction():
+            return queue_pb2.Opcode(
+                invoke=queue_pb2.InvokeFunction(
+                    step_id=op.step_id,
+                    name=op.name,
+                    function_id=op.function_id,
+                    data_json=op.data_json,
+                    timeout_until_ms=op.timeout_until_ms,
+                )
+            )
+        case SendEvents():
+            events = [event_pb2.EventInput(name=e.name, data_json=e.data_json) for e in op.events]
+            return queue_pb2.Opcode(
+                send_events=queue_pb2.SendEvents(step_id=op.step_id, name=op.name, events=events)
             )
         case RunCompleted():
             completed = queue_pb2.RunCompleted(output_json=op.output_json)

@@ -28,7 +28,7 @@ async def execute(app: App, job: Job) -> Opcode:
     event = _event(job)
     if isinstance(event, RunFailed):
         return event
-    run = _Run(job.steps, asyncio.get_running_loop())
+    run = _Run(job.steps, asyncio.get_running_loop(), job.target_step, asyncio.current_task())
     ctx = Context(
         run_id=job.run_id,
         function_id=job.function_id,
@@ -36,8 +36,12 @@ async def execute(app: App, job: Job) -> Opcode:
         event=event,
         logger=run_logger(job.run_id, job.function_id, job.attempt, lambda: run.replaying),
     )
-    with trace_context(job.traceparent, job.tracestate):
-        return await _replay(function, ctx, run)
+    try:
+        with trace_context(job.traceparent, job.tracestate):
+            return await _replay(function, ctx, run)
+    finally:
+        # Steps parked in tasks the function left behind (a sibling raised) end now.
+        run.finished.set()
 
 
 async def _replay(function: _Function, ctx: Context, run: _Run) -> Opcode:
@@ -55,6 +59,10 @@ async def _replay(function: _Function, ctx: Context, run: _Run) -> Opcode:
     except Exception as exc:
         if run.outcome is None:
             return RunFailed(error_info(exc), is_non_retriable(exc), retry_after_ms(exc))
+    except BaseExceptionGroup as group:
+        # A TaskGroup whose steps ended the job: the interrupts come back grouped.
+        if group.subgroup(_Interrupt) is None:
+            raise
     else:
         if run.outcome is None:
             return _completed(function, output)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
 
 from plait._triggers import TriggerCron, TriggerEvent
 
@@ -27,6 +30,8 @@ class Job:
     lease_expires_at_ms: int = 0
     traceparent: str = ""
     tracestate: str = ""
+    # Set on the job of one planned (parallel) step: run only that step.
+    target_step: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +85,46 @@ class WaitForEvent:
     timeout_until_ms: int
 
 
-Opcode = StepCompleted | StepFailed | Sleep | RunCompleted | RunFailed | WaitForEvent
+@dataclass(frozen=True, slots=True)
+class StepsPlanned:
+    """Several new steps were reached at once: none ran; each runs as its own job."""
+
+    step_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class InvokeFunction:
+    step_id: str
+    name: str
+    function_id: str
+    data_json: bytes
+    timeout_until_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventInput:
+    name: str
+    data_json: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SendEvents:
+    step_id: str
+    name: str
+    events: tuple[EventInput, ...]
+
+
+Opcode = (
+    StepCompleted
+    | StepFailed
+    | Sleep
+    | RunCompleted
+    | RunFailed
+    | WaitForEvent
+    | StepsPlanned
+    | InvokeFunction
+    | SendEvents
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +143,7 @@ class FunctionSpec:
     triggers: tuple[TriggerEvent | TriggerCron, ...]
     retries: int | None = None
     timeouts: Timeouts | None = None
+    cancel_on: tuple[CancelOn, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +156,68 @@ class Timeouts:
 
     start_s: float | None = None
     finish_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOn:
+    """Cancels a run when an event named `event` arrives for which the CEL `if_exp` holds.
+
+    `if_exp` sees `event` (the run's triggering event) and `async` (the cancelling event);
+    empty matches every such event. `timeout` (seconds or a timedelta from the run's creation)
+    ends the window in which the event cancels the run; None means always.
+    """
+
+    event: str
+    if_exp: str = ""
+    timeout: float | timedelta | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.event, str) or not self.event:
+            raise ValueError(
+                f"CancelOn event has value {self.event!r}. It must be a non-empty event name.")
+        if not isinstance(self.if_exp, str):
+            raise TypeError(
+                f"CancelOn if_exp has value {self.if_exp!r}. Expected a CEL expression string.")
+        timeout = self.timeout
+        if timeout is None:
+            return
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        if (isinstance(seconds, bool) or not isinstance(seconds, int | float)
+                or not 0 < seconds < math.inf):
+            raise ValueError(
+                f"CancelOn timeout has value {timeout!r}. "
+                "Expected a positive number of seconds, a positive timedelta or None."
+            )
+
+    @property
+    def timeout_ms(self) -> int:
+        """The window in ms from the run's creation; 0 for always."""
+        if self.timeout is None:
+            return 0
+        seconds = (
+            self.timeout.total_seconds() if isinstance(self.timeout, timedelta) else self.timeout
+        )
+        return max(1, round(seconds * 1000))
+
+
+@dataclass(frozen=True, slots=True)
+class SendEvent:
+    """An event a function sends from a step (`step.send_event`): a name and a JSON object."""
+
+    name: str
+    data: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(
+                f"SendEvent name has value {self.name!r}. It must be a non-empty event name.")
+        if len(self.name.encode()) > 256:
+            raise ValueError(
+                f"SendEvent name has {len(self.name.encode())} bytes. The limit is 256 bytes.")
+        if self.data is not None and not isinstance(self.data, dict):
+            raise TypeError(
+                f"SendEvent data has value {self.data!r}. Expected a dict (a JSON object) or None."
+            )
 
 
 # Worker -> server.

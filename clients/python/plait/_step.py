@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NoReturn, TypeVar, TypeVarTuple, overload
 
@@ -15,32 +16,61 @@ from plait._encode import OutputError, dumps, error_info, is_non_retriable, retr
 from plait._errors import StepError, _Interrupt
 from plait._messages import (
     ErrorInfo,
+    EventInput,
+    InvokeFunction,
     Opcode,
     RunFailed,
+    SendEvent,
+    SendEvents,
     Sleep,
     StepCompleted,
     StepFailed,
+    StepsPlanned,
     WaitForEvent,
 )
+from plait._registry import global_function_id
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
 _NEW = object()
+# Event-loop turns the first new step of a round waits for its siblings to reach theirs.
+_ROUND_YIELDS = 3
+_MAX_PLANNED = 100
+_MAX_SENT = 100
+# The server's limit on an event's data.
+_MAX_DATA_BYTES = 512 * 1024
 
 
 class _Run:
-    """Replay state of one job: the memo, the step ids seen so far, and the job's one opcode."""
+    """Replay state of one job: the memo, the step ids seen so far, and the job's one opcode.
 
-    def __init__(self, steps: Mapping[str, bytes], loop: asyncio.AbstractEventLoop) -> None:
+    A main job (no `target`) runs the first new step it reaches, or, when several new
+    `step.run` steps are reached at once (`asyncio.gather`, a TaskGroup), runs none of them and
+    answers `StepsPlanned`. A planned step's job (`target` set) runs only that step.
+    """
+
+    def __init__(
+        self,
+        steps: Mapping[str, bytes],
+        loop: asyncio.AbstractEventLoop,
+        target: str = "",
+        root: asyncio.Task[Any] | None = None,
+    ) -> None:
         self.loop = loop
         self.outcome: Opcode | None = None
         self.cancelled = False
         self.finished = asyncio.Event()
+        self.target = target
+        # The task running the function itself: a step it awaits directly has no sibling yet.
+        self._root = root
         self._steps = steps
         self._counts: dict[str, int] = {}
         self._hits = 0
         self._claimed = False
+        # New steps reached in the current round, in call order, with whether they may run
+        # as planned steps (only `step.run`).
+        self._pending: list[tuple[str, bool]] = []
 
     @property
     def replaying(self) -> bool:
@@ -75,19 +105,57 @@ class _Run:
             raise StepError(name, message, str(error.get("stack", "")))
         return memo.get("data")
 
-    def claim(self) -> bool:
-        """Admits the job's first new step; False for any later one, which must not run."""
-        if self.cancelled:
+    def claim(self, step_id: str) -> bool:
+        """For sync functions: admits the job's first new step; False for any later one.
+
+        A sync function is sequential, so in a planned step's job the first new step is the
+        target, or the target is not reachable without it: it runs either way.
+        """
+        if self.cancelled or self.finished.is_set():
             raise _Interrupt
         if self._claimed:
             return False
         self._claimed = True
         return True
 
-    async def yield_to_sibling(self) -> NoReturn:
-        """Parks a new step run in parallel (`asyncio.gather`) until the claiming one answers.
+    async def reach(self, step_id: str, plannable: bool) -> None:
+        """Called by an async step not memoised: returns when this job is to run it.
 
-        The sibling runs in a later job, once the claiming step is memoised.
+        Otherwise it parks until the job has its answer, then ends the job's function. In a
+        main job, the first step of a round lets the event loop turn a few times so that
+        steps started at the same time (siblings in `asyncio.gather`) reach theirs; two or
+        more `step.run` steps are then planned instead of run.
+        """
+        if self.cancelled or self.finished.is_set():
+            raise _Interrupt
+        if self.target and step_id == self.target and not self._claimed:
+            self._claimed = True
+            return
+        if self._claimed:
+            await self._park()
+        self._pending.append((step_id, plannable))
+        if len(self._pending) > 1:
+            await self._park()  # the round's first step decides for all
+        if self.target or asyncio.current_task() is not self._root:
+            for _ in range(_ROUND_YIELDS):
+                await asyncio.sleep(0)
+            if self.cancelled or self.finished.is_set():
+                raise _Interrupt
+            if self._claimed:  # the target was reached meanwhile
+                await self._park()
+        pending = self._pending
+        self._pending = []
+        if not self.target and len(pending) > 1 and all(p for _, p in pending):
+            self.finish(StepsPlanned(tuple(sid for sid, _ in pending[:_MAX_PLANNED])))
+        # One new step, or a sleep, wait, invoke or send among them (the first runs, the others
+        # come back in later jobs), or a planned step's job whose target is not reachable
+        # without this step.
+        self._claimed = True
+
+    async def _park(self) -> NoReturn:
+        """Parks a new step that does not run in this job until the job has its answer.
+
+        It runs in a later job, once the step that answers this one is memoised.
         """
         await self.finished.wait()
         raise _Interrupt
@@ -136,15 +204,16 @@ class Step:
     async def run(self, step_id: str, fn: Callable[[*Ts], Any], *args: *Ts) -> Any:
         """Runs `fn(*args)` once per run and returns its JSON output, memoised across replays.
 
-        Sync callables run in a thread. A memoised failure raises `StepError`.
+        Sync callables run in a thread. A memoised failure raises `StepError`. New steps
+        started together (`asyncio.gather`, a TaskGroup) run in parallel, each in a job of its
+        own.
         """
         run = self._run
         sid = run.step_id(step_id)
         value = run.replay(sid)
         if value is not _NEW:
             return value
-        if not run.claim():
-            await run.yield_to_sibling()
+        await run.reach(sid, plannable=True)
         try:
             if inspect.iscoroutinefunction(fn):
                 output = await fn(*args)
@@ -169,8 +238,7 @@ class Step:
         sid = run.step_id(name)
         if run.sleep_memoised(sid):
             return
-        if not run.claim():
-            await run.yield_to_sibling()
+        await run.reach(sid, plannable=False)
         run.finish(Sleep(sid, name, until_ms))
 
     async def wait_for_event(
@@ -183,9 +251,41 @@ class Step:
         value = run.replay(sid)
         if value is not _NEW:
             return _event_of(value)
-        if not run.claim():
-            await run.yield_to_sibling()
+        await run.reach(sid, plannable=False)
         run.finish(_wait_opcode(sid, step_id, event, if_exp, timeout))
+
+    async def invoke(
+        self,
+        step_id: str,
+        *,
+        function: str | Callable[..., Any],
+        data: Mapping[str, Any] | None = None,
+        timeout: float | timedelta | None = None,  # noqa: ASYNC109
+    ) -> Any:
+        """Runs another function (any app's) and returns its output, memoised like a step.
+
+        `function` is its global id, "<app id>-<function id>", or a function declared with
+        `@app.function`; `data` becomes the invoked run's `event.data`. A failed run, or one not
+        finished within `timeout` (seconds or a timedelta; None waits for ever), raises
+        `StepError` with its error (a timeout's name is "InvokeTimeoutError").
+        """
+        run = self._run
+        sid = run.step_id(step_id)
+        value = run.replay(sid)
+        if value is not _NEW:
+            return value
+        await run.reach(sid, plannable=False)
+        run.finish(_invoke_opcode(sid, step_id, function, data, timeout))
+
+    async def send_event(self, step_id: str, events: SendEvent | Sequence[SendEvent]) -> list[str]:
+        """Sends one event or a list of them (1..100) exactly once; returns their ids."""
+        run = self._run
+        sid = run.step_id(step_id)
+        value = run.replay(sid)
+        if value is not _NEW:
+            return _ids_of(value)
+        await run.reach(sid, plannable=False)
+        run.finish(_send_opcode(sid, step_id, events))
 
 
 class SyncStep:
@@ -209,7 +309,7 @@ class SyncStep:
         value = run.replay(sid)
         if value is not _NEW:
             return value
-        if not run.claim():
+        if not run.claim(sid):
             raise _Interrupt
         try:
             output = fn(*args)
@@ -232,7 +332,7 @@ class SyncStep:
         sid = run.step_id(name)
         if run.sleep_memoised(sid):
             return
-        if not run.claim():
+        if not run.claim(sid):
             raise _Interrupt
         run.finish(Sleep(sid, name, until_ms))
 
@@ -246,9 +346,44 @@ class SyncStep:
         value = run.replay(sid)
         if value is not _NEW:
             return _event_of(value)
-        if not run.claim():
+        if not run.claim(sid):
             raise _Interrupt
         run.finish(_wait_opcode(sid, step_id, event, if_exp, timeout))
+
+    def invoke(
+        self,
+        step_id: str,
+        *,
+        function: str | Callable[..., Any],
+        data: Mapping[str, Any] | None = None,
+        timeout: float | timedelta | None = None,
+    ) -> Any:
+        """Runs another function (any app's) and returns its output, memoised like a step.
+
+        `function` is its global id, "<app id>-<function id>", or a function declared with
+        `@app.function`; `data` becomes the invoked run's `event.data`. A failed run, or one not
+        finished within `timeout` (seconds or a timedelta; None waits for ever), raises
+        `StepError` with its error (a timeout's name is "InvokeTimeoutError").
+        """
+        run = self._run
+        sid = run.step_id(step_id)
+        value = run.replay(sid)
+        if value is not _NEW:
+            return value
+        if not run.claim(sid):
+            raise _Interrupt
+        run.finish(_invoke_opcode(sid, step_id, function, data, timeout))
+
+    def send_event(self, step_id: str, events: SendEvent | Sequence[SendEvent]) -> list[str]:
+        """Sends one event or a list of them (1..100) exactly once; returns their ids."""
+        run = self._run
+        sid = run.step_id(step_id)
+        value = run.replay(sid)
+        if value is not _NEW:
+            return _ids_of(value)
+        if not run.claim(sid):
+            raise _Interrupt
+        run.finish(_send_opcode(sid, step_id, events))
 
 
 def _wait_opcode(
@@ -268,6 +403,74 @@ def _event_of(value: Any) -> Event | None:
         id=str(value.get("id", "")), name=str(value.get("name", "")),
         data=data if isinstance(data, dict) else {}, ts_ms=int(value.get("ts") or 0),
     )
+
+
+def _invoke_opcode(
+    sid: str,
+    name: str,
+    function: object,
+    data: Mapping[str, Any] | None,
+    timeout: float | timedelta | None,
+) -> InvokeFunction:
+    function_id = global_function_id(function, "step.invoke function")
+    if data is not None and not isinstance(data, Mapping):
+        raise TypeError(
+            f"step.invoke data has value {data!r}. Expected a dict (a JSON object) or None.")
+    data_json = _json_object(data, "step.invoke data")
+    until_ms = 0
+    if timeout is not None:
+        ms = _positive_ms(timeout, "step.invoke timeout")
+        until_ms = _now_ms() + ms
+    return InvokeFunction(sid, name, function_id, data_json, until_ms)
+
+
+def _send_opcode(sid: str, name: str, events: object) -> SendEvents:
+    items = (events,) if isinstance(events, SendEvent) else events
+    if isinstance(items, str | bytes | Mapping) or not isinstance(items, Sequence):
+        raise TypeError(
+            f"step.send_event events has value {events!r}. "
+            "Expected a SendEvent or a list of them."
+        )
+    if not 1 <= len(items) <= _MAX_SENT:
+        raise ValueError(
+            f"step.send_event events has {len(items)} events. Send 1 to {_MAX_SENT} per step.")
+    inputs = []
+    for i, e in enumerate(items):
+        if not isinstance(e, SendEvent):
+            raise TypeError(f"step.send_event events[{i}] has value {e!r}. Expected SendEvent.")
+        inputs.append(EventInput(e.name, _json_object(e.data, f"step.send_event events[{i}].data")))
+    return SendEvents(sid, name, tuple(inputs))
+
+
+def _json_object(data: Mapping[str, Any] | None, what: str) -> bytes:
+    if not data:
+        return b"{}"
+    try:
+        text = json.dumps(dict(data), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"{what} is not JSON-serialisable: {exc}") from exc
+    encoded = text.encode()
+    if len(encoded) > _MAX_DATA_BYTES:
+        raise ValueError(
+            f"{what} is {len(encoded)} bytes of JSON. The limit is {_MAX_DATA_BYTES} bytes.")
+    return encoded
+
+
+def _ids_of(value: Any) -> list[str]:
+    """The memo of a send: `{"ids": [...]}` as stored by the server."""
+    ids = value.get("ids") if isinstance(value, dict) else None
+    return [str(i) for i in ids] if isinstance(ids, list) else []
+
+
+def _positive_ms(duration: object, what: str) -> int:
+    seconds = duration.total_seconds() if isinstance(duration, timedelta) else duration
+    if (isinstance(seconds, bool) or not isinstance(seconds, int | float)
+            or not 0 < seconds < math.inf):
+        raise ValueError(
+            f"{what} has value {duration!r}. Expected a positive number of seconds, "
+            "a positive timedelta or None."
+        )
+    return max(1, round(seconds * 1000))
 
 
 async def _wait(awaitable: Awaitable[T]) -> T:

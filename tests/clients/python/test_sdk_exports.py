@@ -6,9 +6,11 @@ import plait
 def test_the_sdk_exports_exactly_its_public_names() -> None:
     assert plait.__all__ == [
         "App",
+        "CancelOn",
         "Context",
         "NonRetriableError",
         "RetryAfterError",
+        "SendEvent",
         "Step",
         "StepError",
         "SyncStep",

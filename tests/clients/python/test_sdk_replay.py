@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import logging
@@ -359,29 +358,6 @@ async def test_user_code_catching_exception_cannot_swallow_the_end_of_the_job() 
 
     assert await execute(app, job()) == StepCompleted("a", "a", b'"A"')
     assert after == []
-
-
-async def test_parallel_new_steps_run_one_per_job() -> None:
-    app = App("app")
-    ran: list[str] = []
-
-    async def body(name: str) -> str:
-        ran.append(name)
-        await asyncio.sleep(0)
-        return name
-
-    @app.function("f", trigger=TRIGGER)
-    async def f(ctx: Context, step: Step) -> list[str]:
-        return list(await asyncio.gather(step.run("a", body, "a"), step.run("b", body, "b")))
-
-    first = await execute(app, job())
-    second = await execute(app, job(steps={"a": data("a")}))
-    done = await execute(app, job(steps={"a": data("a"), "b": data("b")}))
-
-    assert first == StepCompleted("a", "a", b'"a"')
-    assert second == StepCompleted("b", "b", b'"b"')
-    assert output(done) == ["a", "b"]
-    assert ran == ["a", "b"]
 
 
 async def test_an_unknown_function_fails_the_run_without_retries() -> None:
