@@ -142,7 +142,7 @@ class Executor:
         """Applies opcodes answered for held jobs; wakes the lease loop when work was queued."""
         checked_results = [
             (job, checked(op, self._settings.max_step_output_bytes,
-                          self._settings.max_event_bytes))
+                          self._settings.max_event_bytes, job.target_step))
             for job, op in results
         ]
         applied = await self._state.apply(checked_results, _now_ms(), relock)

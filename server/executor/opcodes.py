@@ -17,6 +17,9 @@ from server.types import (
     SendEvents,
     StepCompleted,
     StepFailed,
+    StepId,
+    StepsPlanned,
+    WaitForEvent,
 )
 
 
@@ -33,9 +36,17 @@ def _problem(payload: bytes, limit: int) -> str:
 MAX_EVENT_NAME_BYTES = 256
 
 
-def checked(op: Opcode, max_output_bytes: int, max_event_bytes: int) -> Opcode:
+def checked(op: Opcode, max_output_bytes: int, max_event_bytes: int,
+            target_step: str = "") -> Opcode:
     """`op`, or the non-retriable failure that says what is wrong with it. Events an
-    opcode sends are held to the ingest's limits here, so none is refused after the commit."""
+    opcode sends are held to the ingest's limits here, so none is refused after the commit.
+    `target_step` is set for a planned step's job, which runs one step and cannot plan,
+    wait or invoke (the scripts would refuse it, leaving the job to expire and come back)."""
+    if target_step and isinstance(op, StepsPlanned | WaitForEvent | InvokeFunction):
+        kind = type(op).__name__
+        return StepFailed(StepId(target_step), target_step, ErrorInfo(
+            "UnsupportedInParallelStep", f"a parallel step's job answered {kind}: a step run in "
+            "parallel cannot plan steps, wait for an event or invoke"), non_retriable=True)
     if isinstance(op, StepCompleted):
         problem = _problem(op.output_json or b"null", max_output_bytes)
         if problem:

@@ -12,6 +12,8 @@ from server.types import (
     StepCompleted,
     StepFailed,
     StepId,
+    StepsPlanned,
+    WaitForEvent,
 )
 
 OUT, EVENT = 100, 50
@@ -49,3 +51,12 @@ def test_sent_events_are_held_to_the_ingests_limits_naming_the_event() -> None:
     assert _failure(checked(big, OUT, EVENT)).error.message.startswith("events[1] data is")
     named = SendEvents(StepId("s"), "s", (OutgoingEvent("n" * 300, b"{}"),))
     assert "name is longer" in _failure(checked(named, OUT, EVENT)).error.message
+
+
+def test_a_planned_steps_job_cannot_plan_wait_or_invoke() -> None:
+    for op in (StepsPlanned((StepId("a"), StepId("b"))),
+               WaitForEvent(StepId("w"), "w", "a/b", "", 1),
+               InvokeFunction(StepId("i"), "i", "app-f", b"{}")):
+        failure = _failure(checked(op, OUT, EVENT, target_step="h"))
+        assert (failure.step_id, failure.error.name) == ("h", "UnsupportedInParallelStep")
+        assert checked(op, OUT, EVENT) is op
