@@ -83,6 +83,12 @@ class SdkApp:
         reply.raise_for_status()
         return dict(reply.json())
 
+    async def release(self, key: str) -> None:
+        """Lets the app's `hog` steps of `key` return."""
+        async with httpx.AsyncClient(timeout=10) as http:
+            reply = await http.post(f"http://127.0.0.1:{self.port}/release", params={"key": key})
+        reply.raise_for_status()
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -156,6 +162,15 @@ class Gateway:
                                    json={"name": name, "data": data})
         assert reply.status_code == 200, reply.text
         return str(reply.json()["ids"][0])
+
+    async def send_many(self, name: str, datas: list[dict[str, Any]]) -> list[str]:
+        """One POST of several events, as the SDKs send a batch."""
+        reply = await self.request("POST", f"/e/{self.event_key}",
+                                   json=[{"name": name, "data": d} for d in datas])
+        assert reply.status_code == 200, reply.text
+        ids = [str(i) for i in reply.json()["ids"]]
+        assert len(ids) == len(datas)
+        return ids
 
     async def runs_of(self, event_id: str) -> list[dict[str, Any]]:
         reply = await self.request("GET", f"/v1/events/{event_id}/runs")

@@ -4,7 +4,8 @@ on the official Inngest SDKs, shared by the module's tests (starting them is the
 Dev mode: `plait dev` on its embedded backend; the Python app is synced by `--sdk-url`, the
 TypeScript app through the sync API. Production: `plait start` on the real Redis and
 PostgreSQL with a signing key and an event key, the apps in the SDKs' cloud mode with the
-same keys.
+same keys. The scheduler runs on a frozen fake clock (`Deployment.clock`): cron functions tick
+only when a test moves it.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -23,6 +26,7 @@ import redis as redis_sync
 
 from server.app import PlaitServer
 from server.config import Settings
+from server.runner.cron import Clock
 from tests.compat.apps import (
     SDKS,
     Gateway,
@@ -41,6 +45,22 @@ STALE_KEY = "signkey-test-" + "01d0" * 16
 EVENT_KEY = "compat-event-key"
 
 
+class FakeTime:
+    """The scheduler's clock: frozen at its start, moved only by `advance`."""
+
+    MINUTE_MS = 60_000
+
+    def __init__(self) -> None:
+        # Half way through a minute, so `* * * * *` ticks once per advance of a minute.
+        self.ms = int(time.time() * 1000) // self.MINUTE_MS * self.MINUTE_MS + 30_000
+
+    def now_ms(self) -> int:
+        return self.ms
+
+    def advance(self, ms: int) -> None:
+        self.ms += ms
+
+
 @dataclass
 class Deployment:
     mode: str
@@ -48,6 +68,7 @@ class Deployment:
     gateway: Gateway
     apps: dict[str, SdkApp]
     log_dir: Path
+    clock: FakeTime
 
     @property
     def signing_key(self) -> str:
@@ -79,7 +100,7 @@ async def _drop_database(name: str) -> None:
 
 def _settings(mode: str, tmp: Path, http_port: int, request: pytest.FixtureRequest,
               database_url: str, sdk_urls: str) -> Settings:
-    common = {"http_port": http_port, "sdk_urls": sdk_urls}
+    common: dict[str, Any] = {"http_port": http_port, "sdk_urls": sdk_urls}
     if mode == "dev":
         return settings_for("embedded", tmp, **common)
     db = request.getfixturevalue("redis_db")
@@ -112,7 +133,9 @@ async def deployment(
     if failed:
         await stop_all(list(apps.values()))
         raise failed[0]
-    server = PlaitServer(_settings(mode, tmp, http_port, request, database_url, apps["py"].url))
+    clock = FakeTime()
+    server = PlaitServer(_settings(mode, tmp, http_port, request, database_url, apps["py"].url),
+                         cron_clock=Clock(now_ms=clock.now_ms, max_sleep_s=0.1))
     try:
         await server.start()
         gateway = Gateway(http_port, key, EVENT_KEY if key else "dev")
@@ -121,7 +144,7 @@ async def deployment(
             assert synced.status_code == 200, synced.text
         for app in apps.values():
             await gateway.wait_registered(app.app_id)
-        yield Deployment(mode, server, gateway, apps, tmp)
+        yield Deployment(mode, server, gateway, apps, tmp, clock)
     finally:
         await server.stop(grace_s=1)
         await stop_all(list(apps.values()))

@@ -3,8 +3,9 @@ environment variables (INNGEST_DEV, INNGEST_BASE_URL, INNGEST_SIGNING_KEY, …) 
 server. Run as `python tests/compat/py_app.py <port>`; COMPAT_APP_ID names the app (and the
 prefix of its event names), so several copies can be told apart.
 
-Step bodies count their calls per event `key`: GET /calls?key=… reports the counts, and
-POST /send sends its JSON body with the SDK's own client, answering {"ids": […]}.
+Step bodies count their calls per event `key`: GET /calls?key=… reports the counts,
+POST /send sends its JSON body with the SDK's own client, answering {"ids": […]}, and
+POST /release?key=… lets the `hog` steps of that key return.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ import uvicorn
 APP_ID = os.environ.get("COMPAT_APP_ID", "compat-py")
 client = inngest.Inngest(app_id=APP_ID)
 calls: collections.Counter[str] = collections.Counter()
+gates: dict[str, asyncio.Event] = {}
+CRON = "* * * * *"
+
+
+def gate(key: str) -> asyncio.Event:
+    return gates.setdefault(key, asyncio.Event())
 
 
 def bump(ctx: inngest.Context | inngest.ContextSync, name: str) -> int:
@@ -129,6 +136,100 @@ async def laggard(ctx: inngest.Context) -> None:
     await ctx.step.run("nap", nap)
 
 
+@client.create_function(fn_id="ticker", trigger=inngest.TriggerCron(cron=CRON))
+async def ticker(ctx: inngest.Context) -> dict[str, Any]:
+    """A run per cron tick; the tests move the scheduler's fake clock."""
+    return {"name": ctx.event.name, "cron": ctx.event.data["cron"]}
+
+
+@client.create_function(fn_id="dozer", trigger=inngest.TriggerEvent(event=f"{APP_ID}/doze"))
+async def dozer(ctx: inngest.Context) -> None:
+    """Sleeps `nap_s` seconds between two steps."""
+    await ctx.step.run("before", lambda: bump(ctx, "before"))
+    await ctx.step.sleep("nap", datetime.timedelta(seconds=ctx.event.data["nap_s"]))
+    await ctx.step.run("after", lambda: bump(ctx, "after"))
+
+
+@client.create_function(fn_id="hog", trigger=inngest.TriggerEvent(event=f"{APP_ID}/hog"))
+async def hog(ctx: inngest.Context) -> None:
+    """Holds its call to the app until POST /release for its key (30 s at most)."""
+    async def hold() -> None:
+        bump(ctx, "hold")
+        try:
+            await asyncio.wait_for(gate(ctx.event.data["key"]).wait(), 30)
+        except TimeoutError:
+            pass
+
+    await ctx.step.run("hold", hold)
+
+
+@client.create_function(fn_id="tardy",
+                        timeouts=inngest.Timeouts(start=datetime.timedelta(seconds=1)),
+                        trigger=inngest.TriggerEvent(event=f"{APP_ID}/tardy"))
+async def tardy(ctx: inngest.Context) -> None:
+    """A start timeout of 1 s."""
+    await ctx.step.run("ran", lambda: bump(ctx, "ran"))
+
+
+@client.create_function(
+    fn_id="cancellable",
+    cancel=[inngest.Cancel(event=f"{APP_ID}/cancel", if_exp="event.data.id == async.data.id",
+                           timeout=datetime.timedelta(minutes=1))],
+    trigger=inngest.TriggerEvent(event=f"{APP_ID}/cancellable"))
+async def cancellable(ctx: inngest.Context) -> dict[str, Any]:
+    """Sleeps `nap_s` seconds; `<app>/cancel` with the same `id` cancels it."""
+    await ctx.step.run("before", lambda: bump(ctx, "before"))
+    await ctx.step.sleep("nap", datetime.timedelta(seconds=ctx.event.data["nap_s"]))
+    await ctx.step.run("after", lambda: bump(ctx, "after"))
+    return {"id": ctx.event.data["id"]}
+
+
+@client.create_function(fn_id="child", retries=0,
+                        trigger=inngest.TriggerEvent(event=f"{APP_ID}/child"))
+async def child(ctx: inngest.Context) -> dict[str, Any]:
+    """Invoked by `parent`: doubles `n`, or fails for good when `fail` is set."""
+    bump(ctx, "child")
+    n = ctx.event.data["n"]
+    if ctx.event.data["fail"]:
+        raise inngest.NonRetriableError(f"child refused {n}")
+    return {"doubled": n * 2}
+
+
+@client.create_function(fn_id="parent", trigger=inngest.TriggerEvent(event=f"{APP_ID}/parent"))
+async def parent(ctx: inngest.Context) -> dict[str, Any]:
+    """Invokes `child`; returns its output, or the message of the error the step raised."""
+    data = ctx.event.data
+    try:
+        out = await ctx.step.invoke(
+            "call", function=child,
+            data={"key": data["key"], "n": data["n"], "fail": data.get("fail", False)})
+    except inngest.StepError as e:
+        return {"error": e.message}
+    return {"child": out}
+
+
+@client.create_function(fn_id="announcer", retries=2,
+                        trigger=inngest.TriggerEvent(event=f"{APP_ID}/announce"))
+async def announcer(ctx: inngest.Context) -> dict[str, Any]:
+    """Sends `<app>/announced` as a step; a later step fails once, so the run is replayed."""
+    ids = await ctx.step.send_event(
+        "send", inngest.Event(name=f"{APP_ID}/announced", data={"key": ctx.event.data["key"]}))
+
+    async def once_flaky() -> int:
+        n = bump(ctx, "flaky")
+        if n < 2:
+            raise ValueError(f"call {n} fails")
+        return n
+
+    return {"sent": ids, "flaky": await ctx.step.run("flaky", once_flaky)}
+
+
+@client.create_function(fn_id="listener",
+                        trigger=inngest.TriggerEvent(event=f"{APP_ID}/announced"))
+async def listener(ctx: inngest.Context) -> dict[str, Any]:
+    return {"heard": await ctx.step.run("heard", lambda: bump(ctx, "heard"))}
+
+
 app = fastapi.FastAPI()
 
 
@@ -136,6 +237,12 @@ app = fastapi.FastAPI()
 async def get_calls(key: str) -> dict[str, int]:
     prefix = f"{key}/"
     return {k[len(prefix):]: v for k, v in calls.items() if k.startswith(prefix)}
+
+
+@app.post("/release")
+async def release(key: str) -> dict[str, bool]:
+    gate(key).set()
+    return {"released": True}
 
 
 @app.post("/send")
@@ -147,8 +254,9 @@ async def send(event: dict[str, Any]) -> fastapi.responses.JSONResponse:
     return fastapi.responses.JSONResponse({"ids": ids})
 
 
-inngest.fast_api.serve(app, client, [sequential, flaky, doomed, mourned, napper, parallel, waiter,
-                          laggard])
+inngest.fast_api.serve(app, client, [
+    sequential, flaky, doomed, mourned, napper, parallel, waiter, laggard, ticker, dozer, hog,
+    tardy, cancellable, child, parent, announcer, listener])
 
 if __name__ == "__main__":
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")

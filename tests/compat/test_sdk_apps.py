@@ -231,7 +231,8 @@ async def test_a_wait_for_event_is_resumed_by_a_later_matching_event(
 ) -> None:
     key = uuid.uuid4().hex
     event_id = await deployment.gateway.send(app.event("waiter"), {"key": key, "timeout_s": 60})
-    (run,) = await eventually(lambda: deployment.gateway.runs_of(event_id), len, what="the run")
+    (run,) = await eventually(lambda: deployment.gateway.runs_of(event_id), lambda rs: len(rs) > 0,
+                              what="the run")
     client = Client(deployment.server.endpoints.grpc_port)  # type: ignore[union-attr]
     try:
         # The wait's step record is written by the script that registers the wait.

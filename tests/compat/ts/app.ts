@@ -3,8 +3,9 @@
 // the server. Run as `node --import ./register.mjs app.ts <port>`; COMPAT_APP_ID names the
 // app (and the prefix of its event names), so several copies can be told apart.
 //
-// Step bodies count their calls per event `key`: GET /calls?key=… reports the counts, and
-// POST /send sends its JSON body with the SDK's own client, answering {"ids": […]}.
+// Step bodies count their calls per event `key`: GET /calls?key=… reports the counts,
+// POST /send sends its JSON body with the SDK's own client, answering {"ids": […]}, and
+// POST /release?key=… lets the `hog` steps of that key return.
 import http from "node:http";
 import { Inngest, NonRetriableError } from "inngest";
 import { serve } from "inngest/node";
@@ -12,6 +13,21 @@ import { serve } from "inngest/node";
 const appId = process.env.COMPAT_APP_ID ?? "compat-ts";
 const inngest = new Inngest({ id: appId });
 const calls = new Map<string, number>();
+const gates = new Map<string, { opened: Promise<void>; open: () => void }>();
+const CRON = "* * * * *";
+
+function gate(key: string): { opened: Promise<void>; open: () => void } {
+  let found = gates.get(key);
+  if (found === undefined) {
+    let open = () => {};
+    const opened = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    found = { opened, open };
+    gates.set(key, found);
+  }
+  return found;
+}
 
 type Data = { key: string };
 
@@ -131,9 +147,127 @@ const laggard = inngest.createFunction(
   },
 );
 
+// A run per cron tick; the tests move the scheduler's fake clock.
+const ticker = inngest.createFunction(
+  { id: "ticker", triggers: [{ cron: CRON }] },
+  async ({ event }) => ({ name: event.name, cron: (event.data as { cron: string }).cron }),
+);
+
+type Nap = Data & { nap_s: number };
+
+// Sleeps `nap_s` seconds between two steps.
+const dozer = inngest.createFunction(
+  { id: "dozer", triggers: [{ event: `${appId}/doze` }] },
+  async ({ event, step }) => {
+    const data = event.data as Nap;
+    await step.run("before", () => bump(data, "before"));
+    await step.sleep("nap", `${data.nap_s}s`);
+    await step.run("after", () => bump(data, "after"));
+  },
+);
+
+// Holds its call to the app until POST /release for its key (30 s at most).
+const hog = inngest.createFunction(
+  { id: "hog", triggers: [{ event: `${appId}/hog` }] },
+  async ({ event, step }) => {
+    const data = event.data as Data;
+    await step.run("hold", async () => {
+      bump(data, "hold");
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, 30_000);
+      });
+      await Promise.race([gate(data.key).opened, late]);
+      clearTimeout(timer);
+    });
+  },
+);
+
+// A start timeout of 1 s.
+const tardy = inngest.createFunction(
+  { id: "tardy", timeouts: { start: "1s" }, triggers: [{ event: `${appId}/tardy` }] },
+  async ({ event, step }) => {
+    await step.run("ran", () => bump(event.data as Data, "ran"));
+  },
+);
+
+// Sleeps `nap_s` seconds; `<app>/cancel` with the same `id` cancels it.
+const cancellable = inngest.createFunction(
+  {
+    id: "cancellable",
+    triggers: [{ event: `${appId}/cancellable` }],
+    cancelOn: [{ event: `${appId}/cancel`, if: "event.data.id == async.data.id", timeout: "1m" }],
+  },
+  async ({ event, step }) => {
+    const data = event.data as Nap & { id: string };
+    await step.run("before", () => bump(data, "before"));
+    await step.sleep("nap", `${data.nap_s}s`);
+    await step.run("after", () => bump(data, "after"));
+    return { id: data.id };
+  },
+);
+
+type ChildData = Data & { n: number; fail: boolean };
+
+// Invoked by `parent`: doubles `n`, or fails for good when `fail` is set.
+const child = inngest.createFunction(
+  { id: "child", retries: 0, triggers: [{ event: `${appId}/child` }] },
+  async ({ event }) => {
+    const data = event.data as ChildData;
+    bump(data, "child");
+    if (data.fail) throw new NonRetriableError(`child refused ${data.n}`);
+    return { doubled: data.n * 2 };
+  },
+);
+
+// Invokes `child`; returns its output, or the message of the error the step threw.
+const parent = inngest.createFunction(
+  { id: "parent", triggers: [{ event: `${appId}/parent` }] },
+  async ({ event, step }) => {
+    const data = event.data as Data & { n: number; fail?: boolean };
+    try {
+      const out = await step.invoke("call", {
+        function: child,
+        data: { key: data.key, n: data.n, fail: data.fail ?? false },
+      });
+      return { child: out };
+    } catch (err) {
+      return { error: (err as Error).message };
+    }
+  },
+);
+
+// Sends `<app>/announced` as a step; a later step fails once, so the run is replayed.
+const announcer = inngest.createFunction(
+  { id: "announcer", retries: 2, triggers: [{ event: `${appId}/announce` }] },
+  async ({ event, step }) => {
+    const data = event.data as Data;
+    const { ids } = await step.sendEvent("send", {
+      name: `${appId}/announced`,
+      data: { key: data.key },
+    });
+    const flaky = await step.run("flaky", () => {
+      const n = bump(data, "flaky");
+      if (n < 2) throw new Error(`call ${n} fails`);
+      return n;
+    });
+    return { sent: ids, flaky };
+  },
+);
+
+const listener = inngest.createFunction(
+  { id: "listener", triggers: [{ event: `${appId}/announced` }] },
+  async ({ event, step }) => ({
+    heard: await step.run("heard", () => bump(event.data as Data, "heard")),
+  }),
+);
+
 const handler = serve({
   client: inngest,
-  functions: [sequential, flaky, doomed, mourned, napper, parallel, waiter, laggard],
+  functions: [
+    sequential, flaky, doomed, mourned, napper, parallel, waiter, laggard, ticker, dozer, hog,
+    tardy, cancellable, child, parent, announcer, listener,
+  ],
 });
 
 async function readJson(req: http.IncomingMessage): Promise<unknown> {
@@ -153,6 +287,10 @@ const server = http.createServer(async (req, res) => {
     const prefix = `${url.searchParams.get("key")}/`;
     const mine = [...calls].filter(([id]) => id.startsWith(prefix));
     return reply(res, 200, Object.fromEntries(mine.map(([id, n]) => [id.slice(prefix.length), n])));
+  }
+  if (url.pathname === "/release" && req.method === "POST") {
+    gate(url.searchParams.get("key") ?? "").open();
+    return reply(res, 200, { released: true });
   }
   if (url.pathname === "/send" && req.method === "POST") {
     try {
