@@ -142,8 +142,13 @@ class Runner:
         """The run an `inngest/function.invoked` event starts: the function it names, in any
         app; or, when there is none, the `finished` event that fails the caller's step."""
         event = json.loads(fields[b"e"])
-        meta = (event.get("data") or {}).get("_inngest") or {}
+        data = event.get("data") if isinstance(event, dict) else None
+        meta = data.get("_inngest") if isinstance(data, dict) else None
+        if not isinstance(meta, dict):
+            return None, None  # sent by hand, not by an invoke step: only triggers apply
         fn_id, correlation_id = str(meta.get("fn_id", "")), str(meta.get("correlation_id", ""))
+        if not fn_id:
+            return None, None
         fn = self._index.get(FunctionId(fn_id))
         if fn is not None and fn.id not in self._index.paused:
             return _new_run(fn, fields[b"id"].decode(), fields[b"e"]), None

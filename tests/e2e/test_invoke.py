@@ -111,3 +111,29 @@ async def test_an_invoke_that_outlives_its_timeout_fails_with_a_timeout_error(
 
     assert done.status == COMPLETED, done.error
     assert json.loads(done.output_json) == "InvokeTimeoutError"
+
+
+async def test_invoking_an_unknown_function_fails_the_step_and_hand_sent_invokes_are_harmless(
+    plait: Running,
+) -> None:
+    app = App("inv-lost")
+
+    @app.function("parent", trigger=TriggerEvent("inv-lost/parent"))
+    async def parent(ctx: Context, step: Step) -> list[str]:
+        try:
+            await step.invoke("call", function="nowhere-fn", timeout=60)
+        except StepError as exc:
+            return [exc.name, exc.message]
+        return []
+
+    async with running_worker(app, plait.client):
+        # `inngest/function.invoked` sent by hand, with metadata of every wrong shape: the
+        # runner skips them, and the next event is still served.
+        for data in ({"_inngest": "x"}, {"_inngest": {"fn_id": 5}}, {"_inngest": {}}, {}):
+            await plait.client.send("inngest/function.invoked", data)
+        event_id = await plait.client.send("inv-lost/parent", {})
+        done = await plait.client.finished_run_of(event_id, timeout_s=30)
+
+    assert done.status == COMPLETED, done.error
+    name, message = json.loads(done.output_json)
+    assert name == "FunctionNotFoundError" and "nowhere-fn" in message
