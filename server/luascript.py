@@ -12,6 +12,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+from redis.typing import EncodableT
 
 from server.errors import FailedPrecondition, NotFound, PlaitError
 
@@ -25,6 +27,35 @@ def load_script(
     parts = [_read(*p.split(":")) if ":" in p else _read(package, p) for p in preludes]
     parts.append(_read(package, name))
     return redis.register_script("\n".join(parts))
+
+
+ScriptCall = tuple[AsyncScript, Sequence[EncodableT], Sequence[EncodableT]]
+
+
+async def call_pipelined(redis: Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+    """Runs (script, keys, args) calls in one pipelined round trip of EVALSHAs; errors come
+    back as exception objects in the replies.
+
+    redis-py's pipeline would first send SCRIPT EXISTS for its scripts, a second round trip
+    on the step path. A call answered NOSCRIPT (Redis restarted, SCRIPT FLUSH) did not run:
+    its script is loaded and it runs again.
+    """
+    replies = await _evalshas(redis, calls)
+    missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+    if missing:
+        for script in {id(calls[i][0]): calls[i][0] for i in missing}.values():
+            script.sha = await redis.script_load(script.script)
+        again = await _evalshas(redis, [calls[i] for i in missing])
+        for i, reply in zip(missing, again, strict=True):
+            replies[i] = reply
+    return replies
+
+
+async def _evalshas(redis: Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+    async with redis.pipeline(transaction=False) as pipe:
+        for script, keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        return list(await pipe.execute(raise_on_error=False))
 
 
 def _read(package: str, name: str) -> str:

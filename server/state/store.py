@@ -23,7 +23,7 @@ from ulid import ULID
 
 from server.config import Settings
 from server.keys import Keys, ShardKeys
-from server.luascript import check, load_script
+from server.luascript import ScriptCall, call_pipelined, check, load_script
 from server.state.waits import INVOKE, WAIT, WaitEntry, new_wait, step_field
 from server.types import (
     FUNCTION_FINISHED,
@@ -126,19 +126,20 @@ class StateStore:
         if not results:
             return []
         relock_expires = now_ms + self._settings.lease_ms if relock else 0
-        async with asyncio.timeout(REDIS_CALL_S), self._redis.pipeline(transaction=False) as pipe:
-            for job, op in results:
-                name, args = self._script_args(job, op, now_ms)
-                sk = self._keys.for_run(job.run_id)
-                await self._scripts[name](
-                    keys=[sk.run(job.run_id), sk.steps(job.run_id), sk.job(job.job_id), sk.leased,
-                          sk.ready(job.function_id), sk.history, sk.lease_seq,
-                          sk.stack(job.run_id), sk.planned(job.run_id)],
-                    args=[job.job_id, job.lease_id, now_ms, relock_expires,
-                          self._settings.finished_run_ttl_s, sk.job_prefix, *args],
-                    client=pipe,
-                )
-            replies = await pipe.execute(raise_on_error=False)
+        calls: list[ScriptCall] = []
+        for job, op in results:
+            name, args = self._script_args(job, op, now_ms)
+            sk = self._keys.for_run(job.run_id)
+            calls.append((
+                self._scripts[name],
+                [sk.run(job.run_id), sk.steps(job.run_id), sk.job(job.job_id), sk.leased,
+                 sk.ready(job.function_id), sk.history, sk.lease_seq, sk.stack(job.run_id),
+                 sk.planned(job.run_id)],
+                [job.job_id, job.lease_id, now_ms, relock_expires,
+                 self._settings.finished_run_ttl_s, sk.job_prefix, *args],
+            ))
+        async with asyncio.timeout(REDIS_CALL_S):
+            replies = await call_pipelined(self._redis, calls)
         return [
             self._applied(job, op, reply, relock_expires)
             for (job, op), reply in zip(results, replies, strict=True)
