@@ -148,6 +148,7 @@ async def test_a_cron_function_is_registered_and_runs_once_per_tick(
             assert run["status"] == "Completed", run
             assert run["function_id"] == function_id
             assert run["output"] == {"name": CRON_EVENT, "cron": CRON}
+            assert run["cron"] == CRON  # the REST run says which schedule started it
             recorded = _recorded(tick + k * MINUTE_MS)
             await eventually(lambda: _get(redis, last_key), recorded, 10, f"tick {k} recorded")
         after = await _runs_of_function(client, function_id)

@@ -22,7 +22,8 @@ from ulid import ULID
 from server.api.run_control import RunControl
 from server.errors import FailedPrecondition, InvalidArgument, NotFound
 from server.history import store
-from server.history.store import RunRecord
+from server.history.store import EventRecord, RunRecord
+from server.runner.cron import CRON_EVENT
 from server.runner.expressions import compile_expression
 from server.state import StateStore
 from server.types import RunId, RunStatus
@@ -67,8 +68,22 @@ def _output(run: RunRecord) -> Any:
         return None
 
 
-def run_json(run: RunRecord, original_run_id: str | None = None) -> dict[str, Any]:
-    """A run as the Inngest REST API's FunctionRun; `original_run_id` for a replay."""
+def cron_of(event: EventRecord | None) -> str | None:
+    """The cron expression of a run started by a cron tick (its `inngest/scheduled.timer`)."""
+    if event is None or event.name != CRON_EVENT:
+        return None
+    try:
+        data = json.loads(event.data_json)
+    except ValueError:
+        return None
+    cron = data.get("cron") if isinstance(data, dict) else None
+    return cron if isinstance(cron, str) else None
+
+
+def run_json(run: RunRecord, original_run_id: str | None = None,
+             cron: str | None = None) -> dict[str, Any]:
+    """A run as the Inngest REST API's FunctionRun; `original_run_id` for a replay, `cron`
+    for a run of a cron tick."""
     return {
         "run_id": run.id,
         "run_started_at": rfc3339(run.started_at_ms or run.created_at_ms or None),
@@ -78,7 +93,7 @@ def run_json(run: RunRecord, original_run_id: str | None = None) -> dict[str, An
         "event_id": run.event_id or None,
         "batch_id": None,
         "original_run_id": original_run_id,
-        "cron": None,
+        "cron": cron,
         "status": _STATUS.get(run.status, "Unknown"),
         "ended_at": rfc3339(run.ended_at_ms),
         "output": _output(run),
@@ -102,12 +117,20 @@ class RestRoutes:
     async def event_runs(self, request: Request) -> Response:
         event_id = ulid("event_id", request.path_params["event_id"])
         runs = await store.runs_for_event(self._engine, event_id)
-        return envelope([run_json(r) for r in runs])
+        cron = cron_of(await self._event(event_id)) if runs else None
+        return envelope([run_json(r, cron=cron) for r in runs])
 
     async def get_run(self, request: Request) -> Response:
         run_id = ulid("run_id", request.path_params["run_id"])
         run = await store.get_run(self._engine, run_id)
-        return envelope(run_json(run, await store.replay_original(self._engine, run_id)))
+        cron = cron_of(await self._event(run.event_id)) if run.event_id else None
+        return envelope(run_json(run, await store.replay_original(self._engine, run_id), cron))
+
+    async def _event(self, event_id: str) -> EventRecord | None:
+        try:
+            return await store.get_event(self._engine, event_id)
+        except NotFound:
+            return None
 
     async def cancel_run(self, request: Request) -> Response:
         run_id = ulid("run_id", request.path_params["run_id"])
@@ -119,7 +142,7 @@ class RestRoutes:
     async def cancel_runs(self, request: Request) -> Response:
         """POST /v1/cancellations: cancel a function's runs created in a time range at once.
 
-        Plait cancels the runs history has now and keeps no cancellation object: the answer is
+        Plait cancels the runs that exist now and keeps no cancellation object: the answer is
         the request's cancellation with an id and `cancelled_count`."""
         if self._control is None:
             raise FailedPrecondition("bulk cancel is not available in this process")
