@@ -111,11 +111,7 @@ class RunControl:
         # Recorded first: a crash in between leaves a link to a run that never started,
         # never a replay that does not say what it replays.
         await store.insert_replay(self._engine, new_id, run_id, now_ms)
-        await self._queue.enqueue_runs([NewRun(
-            run_id=new_id, function_id=function.id, app_id=function.app_id,
-            event_id=event.id, event_json=body, max_attempts=function.retries + 1,
-            available_at_ms=0, start_timeout_ms=function.start_timeout_ms,
-            finish_timeout_ms=function.finish_timeout_ms, cancel_on=function.cancel_on)], now_ms)
+        await self._queue.enqueue_runs([NewRun.of(function, new_id, event.id, body)], now_ms)
         self._on_enqueued()
         log.info("run.replayed", run_id=new_id, original_run_id=run_id)
         return new_id

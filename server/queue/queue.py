@@ -18,7 +18,17 @@ from redis.typing import EncodableT
 from server.keys import Keys, ShardKeys
 from server.luascript import load_script
 from server.state.waits import CANCEL, cancel_field, new_wait
-from server.types import AppId, CancelOn, EventId, FunctionId, Job, JobId, LeaseId, RunId
+from server.types import (
+    AppId,
+    CancelOn,
+    EventId,
+    FunctionConfig,
+    FunctionId,
+    Job,
+    JobId,
+    LeaseId,
+    RunId,
+)
 
 _PKG = "server.queue"
 _WAITS = "server.state:_waits"
@@ -40,6 +50,17 @@ class NewRun:
     finish_timeout_ms: int = 0
     # The function's cancel-on rules: stored as the run's wait entries when it is created.
     cancel_on: tuple[CancelOn, ...] = ()
+
+    @classmethod
+    def of(cls, fn: FunctionConfig, run_id: RunId, event_id: EventId | str,
+           event_json: bytes) -> NewRun:
+        """A run of `fn`, due now, with the function's retries, timeouts and cancel-on."""
+        return cls(
+            run_id=run_id, function_id=fn.id, app_id=fn.app_id, event_id=EventId(event_id),
+            event_json=event_json, max_attempts=fn.retries + 1, available_at_ms=0,
+            start_timeout_ms=fn.start_timeout_ms, finish_timeout_ms=fn.finish_timeout_ms,
+            cancel_on=fn.cancel_on,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -146,10 +146,7 @@ class Scheduler:
         await store.insert_events(self._engine, [Event(
             id=event_id, name=CRON_EVENT, data_json=json.dumps({"cron": schedule.spec}).encode(),
             ts_ms=tick_ms)], now_ms)
-        run = NewRun(
-            run_id=run_id_for(event_id, fn.id), function_id=fn.id, app_id=fn.app_id,
-            event_id=event_id, event_json=body, max_attempts=fn.retries + 1, available_at_ms=0,
-            start_timeout_ms=fn.start_timeout_ms, finish_timeout_ms=fn.finish_timeout_ms)
+        run = NewRun.of(fn, run_id_for(event_id, fn.id), event_id, body)
         created = await self._queue.enqueue_runs([run], now_ms)
         if created[0]:
             log.info("cron.scheduled", function_id=fn.id, tick_ms=tick_ms, run_id=run.run_id)

@@ -27,8 +27,6 @@ from server.tasks import raise_if_cancelling
 from server.types import (
     FUNCTION_FINISHED,
     FUNCTION_INVOKED,
-    EventId,
-    FunctionConfig,
     FunctionId,
     RunId,
 )
@@ -151,7 +149,8 @@ class Runner:
             return None, None
         fn = self._index.get(FunctionId(fn_id))
         if fn is not None and fn.id not in self._index.paused:
-            return _new_run(fn, fields[b"id"].decode(), fields[b"e"]), None
+            event_id = fields[b"id"].decode()
+            return NewRun.of(fn, run_id_for(event_id, fn.id), event_id, fields[b"e"]), None
         if not correlation_id:
             return None, None
         reason = "is paused" if fn is not None else "is not registered"
@@ -187,15 +186,7 @@ class Runner:
                     variables = {"event": json.loads(event_json)}
                 if not matches(candidate.program, variables):
                     continue
-            runs.append(_new_run(candidate.function, event_id, event_json))
+            fn = candidate.function
+            runs.append(NewRun.of(fn, run_id_for(event_id, fn.id), event_id, event_json))
         return runs
 
-
-def _new_run(fn: FunctionConfig, event_id: str, event_json: bytes) -> NewRun:
-    return NewRun(
-        run_id=run_id_for(event_id, fn.id), function_id=fn.id, app_id=fn.app_id,
-        event_id=EventId(event_id), event_json=event_json,
-        max_attempts=fn.retries + 1, available_at_ms=0,
-        start_timeout_ms=fn.start_timeout_ms, finish_timeout_ms=fn.finish_timeout_ms,
-        cancel_on=fn.cancel_on,
-    )
