@@ -164,7 +164,7 @@ class StateStore:
                 run_id=job.run_id, field=step_field(job.run_id, op.step_id),
                 step_id=op.step_id, function_id=job.function_id,
                 if_expression=op.if_expression, until_ms=op.timeout_until_ms,
-                run_event=json.loads(job.event_json))
+                run_event=json.loads(job.event_json), step_name=op.name)
             return "wait_for_event", [op.step_id, op.name, op.timeout_until_ms,
                                       *wait.lua_args()]
         if isinstance(op, InvokeFunction):
@@ -195,7 +195,7 @@ class StateStore:
             run_id=job.run_id, field=step_field(job.run_id, op.step_id), step_id=op.step_id,
             function_id=job.function_id,
             if_expression=f"async.data.correlation_id == {json.dumps(correlation_id)}",
-            until_ms=until, run_event=None)
+            until_ms=until, run_event=None, step_name=op.name)
         return [op.step_id, op.name, until, json.dumps({"error": INVOKE_TIMEOUT_ERROR}),
                 json.dumps([event]), *wait.lua_args()]
 
@@ -243,17 +243,24 @@ class StateStore:
         return RunStatus(_s(reply[0])), bool(int(reply[1]))
 
     async def resume_wait(self, entry: WaitEntry, memo: bytes, now_ms: int) -> bool:
-        """Memoises a waiting run's step and makes its job due now; False when the wait is
-        already over (timed out, resumed by another event, run ended). The entry is removed
-        either way."""
+        """Memoises a waiting run's step (`{"data": …}` or `{"error": …}`) and makes its job
+        due now; False when the wait is already over (timed out, resumed by another event,
+        run ended). The entry is removed either way."""
         run_id = entry.run_id
         sk = self._keys.for_run(run_id)
+        parsed = json.loads(memo) if memo != b"null" else {}
+        if isinstance(parsed, dict) and "error" in parsed:
+            status, output, error = "failed", "", json.dumps(parsed["error"])
+        else:
+            data = parsed.get("data") if isinstance(parsed, dict) else None
+            status, output, error = "completed", json.dumps(data), ""
         async with asyncio.timeout(REDIS_CALL_S):
             reply = await self._resume_wait(
                 keys=[sk.waits(entry.event), entry.set_key or sk.wait_scan(entry.event),
                       sk.run(run_id), sk.steps(run_id), sk.job(run_id),
-                      sk.ready(entry.function_id), sk.wait_refs(run_id)],
-                args=[entry.field, run_id, entry.step_id, memo, entry.until_ms, now_ms],
+                      sk.ready(entry.function_id), sk.wait_refs(run_id), sk.history],
+                args=[entry.field, run_id, entry.step_id, memo, entry.until_ms, now_ms,
+                      entry.step_name or entry.step_id, status, output, error],
             )
         return int(check(reply, f"run {run_id}")) == 1
 

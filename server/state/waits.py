@@ -107,7 +107,7 @@ class NewWait:
 
 def new_wait(
     sk: ShardKeys, *, kind: str, event_name: str, run_id: str, field: str, step_id: str,
-    function_id: str, if_expression: str, until_ms: int, run_event: Any,
+    function_id: str, if_expression: str, until_ms: int, run_event: Any, step_name: str = "",
 ) -> NewWait:
     """The entry of a wait made now, indexed when its `if` allows (see the module doc)."""
     rule = index_rule(if_expression) if if_expression else None
@@ -120,8 +120,8 @@ def new_wait(
     else:
         # Not indexable, or it cannot match (the run's event lacks the value): evaluated.
         set_key, path = sk.wait_scan(event_name), ""
-    entry = {"kind": kind, "run": run_id, "step": step_id, "fn": function_id,
-             "if": if_expression, "until": until_ms, "set": set_key}
+    entry = {"kind": kind, "run": run_id, "step": step_id, "name": step_name or step_id,
+             "fn": function_id, "if": if_expression, "until": until_ms, "set": set_key}
     return NewWait(sk.waits(event_name), field, set_key, sk.wait_paths(event_name), path,
                    json.dumps(entry, separators=(",", ":")))
 
@@ -139,13 +139,15 @@ class WaitEntry:
     if_expression: str
     until_ms: int
     set_key: str
+    step_name: str = ""
 
     @classmethod
     def parse(cls, event: str, field: str, raw: bytes | str) -> WaitEntry:
         d = json.loads(raw)
+        step = str(d.get("step", ""))
         return cls(event, field, str(d.get("kind") or WAIT), str(d.get("run") or field),
-                   str(d.get("step", "")), str(d["fn"]), str(d.get("if") or ""),
-                   int(d["until"]), str(d.get("set", "")))
+                   step, str(d["fn"]), str(d.get("if") or ""), int(d["until"]),
+                   str(d.get("set", "")), str(d.get("name") or step))
 
 
 def step_field(run_id: str, step_id: str) -> str:

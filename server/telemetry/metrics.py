@@ -98,7 +98,8 @@ class Metrics:
         for record in records:
             if isinstance(record, RunStarted):
                 self._child(self.runs_started, record.function_id).inc()
-            elif isinstance(record, StepRecorded):
+            elif isinstance(record, StepRecorded) and record.lease_id:
+                # (A record without a lease ends a wait or an invoke: no attempt ran.)
                 self._attempt(record.function_id, record.status.value, record.ts_ms,
                               record.started_ms, record.ready_ms)
             elif isinstance(record, RunEnded):

@@ -104,6 +104,23 @@ async def test_a_matching_event_is_memoised_and_the_run_is_due_now(redis: Redis)
     assert await redis.hlen(SK.waits("order/paid")) == 0
     assert await redis.scard(entry.set_key) == 0
     assert await redis.hlen(SK.wait_refs(RUN)) == 0
+    # History: the wait recorded as sleeping, then its end with the event it returned.
+    records = [f for _, f in await redis.xrange(SK.history) if f[b"k"] == b"step"]
+    assert [(r[b"step"], r[b"status"]) for r in records] == [
+        (b"w", b"sleeping"), (b"w", b"completed")]
+    assert json.loads(records[-1][b"output"]) == {"data": {"id": 1}}
+
+
+async def test_an_invoke_ended_by_a_failed_child_is_recorded_as_failed(redis: Redis) -> None:
+    _, state, job = await _started(redis)
+    op = InvokeFunction(StepId("i"), "call", "other-fn", b"{}", NOW + 3000)
+    await state.apply([(job, op)], NOW, relock=True)
+    entry = await _entry(redis, "inngest/function.finished")
+    error = {"name": "E", "message": "m", "stack": ""}
+    assert await state.resume_wait(entry, json.dumps({"error": error}).encode(), NOW + 10)
+    last = [f for _, f in await redis.xrange(SK.history) if f[b"k"] == b"step"][-1]
+    assert (last[b"name"], last[b"status"]) == (b"call", b"failed")
+    assert json.loads(last[b"error"]) == error
 
 
 async def test_a_timed_out_wait_is_null_and_a_late_match_loses(redis: Redis) -> None:
