@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import grpc
 import httpx
 import pytest
 import pytest_asyncio
@@ -69,16 +68,6 @@ async def _runs_of_function(client: Client, function_id: str) -> list[run_pb2.Ru
     return list(reply.runs)
 
 
-async def _history_run(client: Client, run_id: str) -> run_pb2.Run | None:
-    """The run with its steps, None while history does not have it yet."""
-    try:
-        return await client.run(run_id)
-    except grpc.aio.AioRpcError as e:
-        if e.code() == grpc.StatusCode.NOT_FOUND:
-            return None
-        raise
-
-
 def _asleep(run: run_pb2.Run | None) -> bool:
     return run is not None and run.status == run_pb2.RUN_STATUS_RUNNING and any(
         s.name == "nap" and s.status == run_pb2.STEP_STATUS_SLEEPING for s in run.steps)
@@ -97,7 +86,7 @@ async def _all_asleep(client: Client, function_id: str, run_ids: list[str], what
 
     async def count() -> int:
         await asyncio.sleep(0.1)  # paces the polls: each reads every run
-        runs = await asyncio.gather(*(_history_run(client, r) for r in run_ids))
+        runs = await asyncio.gather(*(client.run_if_recorded(r) for r in run_ids))
         return sum(_asleep(r) for r in runs)
 
     await eventually(count, lambda n: n == len(run_ids), 30, what)
@@ -230,7 +219,7 @@ async def test_a_run_that_cannot_start_within_its_start_timeout_fails(
         key = uuid.uuid4().hex
         event_id = await gateway.send(app.event("tardy"), {"key": key})
         (run_id,) = _run_ids([event_id], f"{app.app_id}-tardy")
-        run = await eventually(lambda: _history_run(client, run_id), lambda r: r is not None,
+        run = await eventually(lambda: client.run_if_recorded(run_id), lambda r: r is not None,
                                what="the queued run")
         assert run is not None and run.status == run_pb2.RUN_STATUS_QUEUED
         deadline_ms = run.created_at_ms + 1000

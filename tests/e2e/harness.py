@@ -97,6 +97,15 @@ class Client:
         reply = await self.management.GetRun(management_pb2.GetRunRequest(run_id=run_id))
         return reply.run
 
+    async def run_if_recorded(self, run_id: str) -> run_pb2.Run | None:
+        """The run with its steps, or None while history has not written it yet."""
+        try:
+            return await self.run(run_id)
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+
     async def finished_run_of(self, event_id: str, timeout_s: float = 20.0) -> run_pb2.Run:
         """Waits for the event's single run to reach a terminal status; returns it with steps."""
         terminal = (run_pb2.RUN_STATUS_COMPLETED, run_pb2.RUN_STATUS_FAILED,

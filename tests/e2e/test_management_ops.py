@@ -177,7 +177,7 @@ async def test_replay_runs_a_finished_run_again_as_a_new_run_linked_to_it(
         first = await plait.client.finished_run_of(event_id)
         reply = await management.ReplayRun(pb.ReplayRunRequest(run_id=first.id))
         assert reply.original_run_id == first.id and reply.run_id != first.id
-        replay = await eventually(lambda: _run_or_none(plait, reply.run_id),
+        replay = await eventually(lambda: plait.client.run_if_recorded(reply.run_id),
                                   lambda r: r is not None and r.status == COMPLETED, 20,
                                   "the replay")
     assert replay is not None
@@ -187,16 +187,6 @@ async def test_replay_runs_a_finished_run_again_as_a_new_run_linked_to_it(
     assert got.original_run_id == first.id
     rest = await call(plait, "GET", f"/v1/runs/{reply.run_id}")
     assert rest.json()["data"]["original_run_id"] == first.id
-
-
-async def _run_or_none(plait: Running, run_id: str) -> run_pb2.Run | None:
-    """The run, or None while history has not written it yet."""
-    try:
-        return await plait.client.run(run_id)
-    except grpc.aio.AioRpcError as e:
-        if e.code() == grpc.StatusCode.NOT_FOUND:
-            return None
-        raise
 
 
 async def _grpc_error(call_: Any) -> grpc.aio.AioRpcError:
