@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import structlog
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from server.config import Settings
 from server.drivers import Driver
@@ -122,10 +123,23 @@ class Executor:
             await self._redis.publish(self._queue.keys.cancels, run_id)
 
     async def _cancel_listener(self, redis: Redis) -> None:
-        """Passes cancels published by other processes to this process's drivers."""
+        """Passes cancels published by other processes to this process's drivers; a lost
+        subscription is made again (a cancel missed meanwhile still ends the run: the
+        worker's late result is dropped)."""
+        while True:
+            try:
+                await self._listen(redis)
+            except (RedisError, OSError) as e:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from e
+                log.warning("cancels.subscription_lost", error=repr(e))
+                await asyncio.sleep(SCAVENGE_INTERVAL_S)
+
+    async def _listen(self, redis: Redis) -> None:
         pubsub = redis.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(self._queue.keys.cancels)
         try:
+            await pubsub.subscribe(self._queue.keys.cancels)
             while True:
                 raise_if_cancelling()
                 message = await pubsub.get_message(timeout=1.0)
