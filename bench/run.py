@@ -10,9 +10,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,8 +21,9 @@ from typing import Any
 import grpc
 import uvloop
 from _backend import embedded, production
+from _machine import machine_facts
 from _otlp import SpanCounter, otlp_receiver
-from _processes import ROOT, RssSampler, ServerProcess, WorkerPool, log
+from _processes import RssSampler, ServerProcess, WorkerPool, log
 from _stats import (
     event_to_first_step_ms,
     last_end_ns,
@@ -36,7 +34,6 @@ from _stats import (
     summary_ms,
 )
 from plait_proto.v1 import event_pb2, event_pb2_grpc, management_pb2, management_pb2_grpc, run_pb2
-from redis.utils import HIREDIS_AVAILABLE
 from worker import APP_ID, SLEEP_S, SLEEPER, SLEEPER_EVENT, THREE_STEP, THREE_STEP_EVENT
 
 THREE_STEP_ID = f"{APP_ID}-{THREE_STEP}"
@@ -258,15 +255,6 @@ def _timings(bench: _Bench) -> dict[str, Any]:
     return out
 
 
-def _git_sha() -> str | None:
-    try:
-        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                              capture_output=True, text=True, timeout=10, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip()
-
-
 def _header(opts: Options) -> dict[str, Any]:
     return {
         "mode": "production" if opts.production else "embedded",
@@ -275,16 +263,10 @@ def _header(opts: Options) -> dict[str, Any]:
         "concurrency": opts.concurrency,
         "batch": opts.batch,
         "ingest_events": opts.ingest_events,
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "git_sha": _git_sha(),
+        **machine_facts(),  # the server runs in this interpreter's environment
         # Server spans exported over OTLP (--tracing); the worker makes no spans of its own.
         "tracing": opts.tracing,
         "worker_loop": "uvloop",
-        # The server runs in this interpreter's environment: with hiredis, redis-py parses in C.
-        "hiredis": HIREDIS_AVAILABLE,
-        # Other load on the machine skews every figure; this shows it was there.
-        "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
     }
 
 

@@ -21,23 +21,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import random
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import structlog
 import uvloop
+from _machine import git_sha, machine_facts
 from redis.asyncio import Connection, Redis
 from redis.typing import EncodableT
-from redis.utils import HIREDIS_AVAILABLE
 
 from server.config import Settings
 from server.keys import Keys, ShardKeys
@@ -46,7 +42,6 @@ from server.runner.waits import WaitMatcher
 from server.state import Outcome, StateStore
 from server.types import AppId, EventId, FunctionId, Job, RunId, StepId, WaitForEvent
 
-ROOT = Path(__file__).resolve().parents[1]
 FN = FunctionId("bench-waiter")
 APP = AppId("bench")
 TRIGGER = "bench/start"
@@ -260,15 +255,6 @@ async def _measure(redis: Redis, admin: Redis, n: int, if_expression: str, repea
     return result, right, waiters.memory
 
 
-def _git_sha() -> str | None:
-    try:
-        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                              capture_output=True, text=True, timeout=10, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip()
-
-
 _NOTES = {
     "match_ms": "one WaitMatcher.process call with a batch of one event that matches one "
     "waiting run, through its resume (resume_wait.lua); p50/p99/max over the timed matches",
@@ -297,12 +283,8 @@ async def measure(redis_url: str, sizes: Sequence[int], scanned_sizes: Sequence[
         info = await admin.info("server")
         result: dict[str, Any] = {
             "bench": "waiters",
-            "git_sha": _git_sha(),
-            "python": platform.python_version(),
-            "cpu_count": os.cpu_count(),
+            **machine_facts(),
             "redis_version": info.get("redis_version"),
-            "hiredis": HIREDIS_AVAILABLE,
-            "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
             "repeats": repeats,
             "indexed": {},
             "scanned": {},
@@ -381,7 +363,7 @@ def main(argv: list[str] | None = None) -> None:
         result = uvloop.run(_bench(opts))
     except Exception as exc:
         log(f"benchmark failed: {type(exc).__name__}: {exc}")
-        print(json.dumps({"bench": "waiters", "git_sha": _git_sha(),
+        print(json.dumps({"bench": "waiters", "git_sha": git_sha(),
                           "errors": [f"{type(exc).__name__}: {exc}"]}, indent=2))
         sys.exit(1)
     print(json.dumps(result, indent=2))

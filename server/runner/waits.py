@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -29,10 +28,21 @@ log = structlog.get_logger(__name__)
 MAX_PROGRAMS = 10_000
 
 
-@dataclass(frozen=True, slots=True)
 class _Event:
-    raw: bytes
-    parsed: dict[str, Any]
+    """An event of the batch, parsed only if a wait of its name needs its values: most
+    events have none, and the runner should not pay for parsing them."""
+
+    __slots__ = ("_parsed", "raw")
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self._parsed: dict[str, Any] | None = None
+
+    @property
+    def parsed(self) -> dict[str, Any]:
+        if self._parsed is None:
+            self._parsed = json.loads(self.raw)
+        return self._parsed
 
 
 def _s(value: Any) -> str:
@@ -62,7 +72,7 @@ class WaitMatcher:
         returns how many runs were resumed (their jobs are due now)."""
         by_name: dict[str, list[_Event]] = {}
         for name, raw in events:
-            by_name.setdefault(name, []).append(_Event(raw, json.loads(raw)))
+            by_name.setdefault(name, []).append(_Event(raw))
         resumed = 0
         for sk in self._keys.all_shards():
             resumed += await self._process_shard(sk, by_name, now_ms)

@@ -18,6 +18,8 @@ PER_SIZE = {"waiting_runs", "matches", "setup_s", "match_ms_p50", "match_ms_p99"
 
 @pytest.fixture(scope="module")
 def waiters() -> ModuleType:
+    # As when run as a script: its own folder comes first on the path (bench/_machine.py).
+    sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("bench_waiters", SCRIPT)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -158,6 +158,19 @@ class Timeouts:
     finish_s: float | None = None
 
 
+def positive_ms(duration: object, what: str) -> int:
+    """A positive duration (seconds or a timedelta) in ms, at least 1; ValueError naming
+    `what` for anything else."""
+    seconds = duration.total_seconds() if isinstance(duration, timedelta) else duration
+    if (isinstance(seconds, bool) or not isinstance(seconds, int | float)
+            or not 0 < seconds < math.inf):
+        raise ValueError(
+            f"{what} has value {duration!r}. Expected a positive number of seconds, "
+            "a positive timedelta or None."
+        )
+    return max(1, round(seconds * 1000))
+
+
 @dataclass(frozen=True, slots=True)
 class CancelOn:
     """Cancels a run when an event named `event` arrives for which the CEL `if_exp` holds.
@@ -178,26 +191,13 @@ class CancelOn:
         if not isinstance(self.if_exp, str):
             raise TypeError(
                 f"CancelOn if_exp has value {self.if_exp!r}. Expected a CEL expression string.")
-        timeout = self.timeout
-        if timeout is None:
-            return
-        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
-        if (isinstance(seconds, bool) or not isinstance(seconds, int | float)
-                or not 0 < seconds < math.inf):
-            raise ValueError(
-                f"CancelOn timeout has value {timeout!r}. "
-                "Expected a positive number of seconds, a positive timedelta or None."
-            )
+        if self.timeout is not None:
+            positive_ms(self.timeout, "CancelOn timeout")
 
     @property
     def timeout_ms(self) -> int:
         """The window in ms from the run's creation; 0 for always."""
-        if self.timeout is None:
-            return 0
-        seconds = (
-            self.timeout.total_seconds() if isinstance(self.timeout, timedelta) else self.timeout
-        )
-        return max(1, round(seconds * 1000))
+        return 0 if self.timeout is None else positive_ms(self.timeout, "CancelOn timeout")
 
 
 @dataclass(frozen=True, slots=True)

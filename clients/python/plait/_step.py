@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -27,6 +26,7 @@ from plait._messages import (
     StepFailed,
     StepsPlanned,
     WaitForEvent,
+    positive_ms,
 )
 from plait._registry import global_function_id
 
@@ -419,7 +419,7 @@ def _invoke_opcode(
     data_json = _json_object(data, "step.invoke data")
     until_ms = 0
     if timeout is not None:
-        ms = _positive_ms(timeout, "step.invoke timeout")
+        ms = positive_ms(timeout, "step.invoke timeout")
         until_ms = _now_ms() + ms
     return InvokeFunction(sid, name, function_id, data_json, until_ms)
 
@@ -460,17 +460,6 @@ def _ids_of(value: Any) -> list[str]:
     """The memo of a send: `{"ids": [...]}` as stored by the server."""
     ids = value.get("ids") if isinstance(value, dict) else None
     return [str(i) for i in ids] if isinstance(ids, list) else []
-
-
-def _positive_ms(duration: object, what: str) -> int:
-    seconds = duration.total_seconds() if isinstance(duration, timedelta) else duration
-    if (isinstance(seconds, bool) or not isinstance(seconds, int | float)
-            or not 0 < seconds < math.inf):
-        raise ValueError(
-            f"{what} has value {duration!r}. Expected a positive number of seconds, "
-            "a positive timedelta or None."
-        )
-    return max(1, round(seconds * 1000))
 
 
 async def _wait(awaitable: Awaitable[T]) -> T:
