@@ -60,6 +60,26 @@ _HELP: dict[str, str] = {
                    "theirs; required for SDK apps in production.",
     "signing_key_fallback": "A second signing key accepted during a rotation.",
     "event_keys": "Event key POST /e/{key} accepts in production; repeatable or comma-separated.",
+    "storage_grace_s": "Seconds Redis or the database may be unreachable before the process "
+                       "exits (0: never); until then roles wait and /health says degraded.",
+    "max_redeliveries": "Times a job handed back without an answer is redelivered before its "
+                        "run fails.",
+    "redelivery_backoff_ms": "First redelivery delay; it doubles per redelivery.",
+    "max_run_state_bytes": "Largest total of a run's memoised step outputs and errors.",
+    "max_error_bytes": "Longest step or run error message (and stack) kept.",
+    "durability": "fsync: acknowledged events and step results survive a power cut; relaxed: "
+                  "up to about a second of them may not, for more throughput.",
+    "insecure": "Let `plait start` run without gRPC tokens, event keys and a signing key.",
+    "tls_cert": "PEM certificate chain: serve gRPC and HTTP over TLS.",
+    "tls_key": "PEM private key of --tls-cert.",
+    "tls_client_ca": "PEM CA bundle: require client certificates signed by it (mutual TLS).",
+    "admin_tokens": "Bearer tokens for management calls (cancel, replay, pause, reading runs); "
+                    "comma-separated.",
+    "metrics_token": "Bearer token GET /metrics needs in production (default: an admin token).",
+    "allow_remote_sync": "Dev mode: let app sync reach addresses other than loopback.",
+    "http_header_timeout_s": "Seconds an HTTP client has to send its request headers.",
+    "http_body_timeout_s": "Seconds an HTTP client has to send its request body.",
+    "http_max_connections": "Most HTTP connections served at once.",
     "log_format": "Readable console lines, or one JSON object per line.",
     "log_level": "Lowest level logged.",
     "otel_service_name": "service.name of exported spans (plait); setting it turns tracing on. "
@@ -89,7 +109,8 @@ _HELP: dict[str, str] = {
     "otel_sdk_disabled": "true keeps tracing off whatever else is set. Also OTEL_SDK_DISABLED.",
 }
 
-_CHOICES: dict[str, tuple[str, ...]] = {"log_format": ("console", "json"), "log_level": LEVELS}
+_CHOICES: dict[str, tuple[str, ...]] = {"log_format": ("console", "json"), "log_level": LEVELS,
+                                        "durability": ("fsync", "relaxed")}
 
 # Settings given as repeatable flags (joined with commas), with their flag names.
 _REPEATABLE: dict[str, tuple[str, ...]] = {

@@ -69,6 +69,42 @@ class Settings:
     event_keys: str = ""
     log_format: str = "console"
     log_level: str = "info"
+    # Reliability (issue 11). A role loop that fails is restarted with backoff; storage
+    # (Redis, SQL) unreachable for longer than this ends the process (0: never).
+    storage_grace_s: int = 300
+    # A job handed back without an answer (worker gone, driver error, lease expiry) is
+    # redelivered at most this many times, spaced from redelivery_backoff_ms (doubling, capped
+    # at backoff_max_ms); past the cap its run fails saying why.
+    max_redeliveries: int = 20
+    redelivery_backoff_ms: int = 200
+    # A run's memoised state (step outputs, errors) may total at most this many bytes.
+    max_run_state_bytes: int = 64 * 1024 * 1024
+    # A step or run error's message and stack are cut to this many bytes each.
+    max_error_bytes: int = 64 * 1024
+    # fsync: an acknowledged event or step result is on disk (embedded Redis appendfsync
+    # always, SQLite synchronous=FULL; production checks Redis' own setting). relaxed: about a
+    # second of acknowledged work can be lost in a power cut, for more throughput.
+    durability: str = "fsync"
+    # Security (issue 11). Production refuses to start without gRPC tokens, event keys and a
+    # signing key unless insecure is set.
+    insecure: bool = False
+    # TLS for the gRPC and HTTP ports (PEM files); a client CA turns on mutual TLS.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    # Comma-separated admin tokens: management calls (cancel, replay, pause, reading runs)
+    # need one; worker tokens (grpc_tokens) may only connect workers and send events.
+    admin_tokens: str = ""
+    # GET /metrics needs `Authorization: Bearer <metrics_token>` in production (empty: an
+    # admin token).
+    metrics_token: str = ""
+    # Dev mode syncs Inngest SDK apps only on loopback addresses unless this is set.
+    allow_remote_sync: bool = False
+    # HTTP: seconds allowed for a request's headers and for its body, and the most
+    # connections served at once.
+    http_header_timeout_s: int = 10
+    http_body_timeout_s: int = 30
+    http_max_connections: int = 1024
     # OpenTelemetry (server/telemetry/). Each otel_* setting also reads its standard variable
     # (OTEL_SERVICE_NAME, OTEL_EXPORTER_OTLP_ENDPOINT, ...) below the PLAIT_-prefixed one. An
     # OTLP endpoint, a service name or OTEL_TRACES_EXPORTER=otlp turns span export on;
@@ -105,6 +141,10 @@ class Settings:
     @property
     def grpc_token_list(self) -> list[str]:
         return [t.strip() for t in self.grpc_tokens.split(",") if t.strip()]
+
+    @property
+    def admin_token_list(self) -> list[str]:
+        return [t.strip() for t in self.admin_tokens.split(",") if t.strip()]
 
     @property
     def effective_redis_url(self) -> str:
@@ -207,6 +247,20 @@ def _validate(s: Settings) -> None:
                 "use signkey-<env>-<hex> or the hex alone")
     if s.sdk_concurrency < 1 or s.sdk_request_timeout_s < 1:
         raise ConfigError("--sdk-concurrency and --sdk-request-timeout-s must be at least 1")
+    if s.durability not in ("fsync", "relaxed"):
+        raise ConfigError(f"--durability has value {s.durability!r}: use fsync or relaxed")
+    for name in ("max_redeliveries", "redelivery_backoff_ms", "max_run_state_bytes",
+                 "max_error_bytes", "http_header_timeout_s", "http_body_timeout_s",
+                 "http_max_connections"):
+        if getattr(s, name) < 1:
+            raise ConfigError(
+                f"--{name.replace('_', '-')} has value {getattr(s, name)}: must be at least 1")
+    if s.storage_grace_s < 0:
+        raise ConfigError(f"--storage-grace-s has value {s.storage_grace_s}: must not be negative")
+    if bool(s.tls_cert) != bool(s.tls_key):
+        raise ConfigError("--tls-cert and --tls-key must be given together")
+    if s.tls_client_ca and not s.tls_cert:
+        raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
     if s.log_format not in ("console", "json"):
         raise ConfigError(f"--log-format has value {s.log_format!r}: use console or json")
     _validate_otel(s)
