@@ -38,6 +38,10 @@ class Unauthenticated(PlaitError):
     pass
 
 
+class PermissionDenied(PlaitError):
+    """A valid credential without the right to this call (a worker token on management)."""
+
+
 class Unavailable(PlaitError):
     pass
 
@@ -52,6 +56,7 @@ _STATUS: dict[type[PlaitError], tuple[grpc.StatusCode, int]] = {
     AlreadyExists: (grpc.StatusCode.ALREADY_EXISTS, 409),
     FailedPrecondition: (grpc.StatusCode.FAILED_PRECONDITION, 412),
     Unauthenticated: (grpc.StatusCode.UNAUTHENTICATED, 401),
+    PermissionDenied: (grpc.StatusCode.PERMISSION_DENIED, 403),
     Unavailable: (grpc.StatusCode.UNAVAILABLE, 503),
     ConfigError: (grpc.StatusCode.INTERNAL, 500),
 }
