@@ -33,7 +33,7 @@ class ConnectResponse(_message.Message):
     def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., jobs: _Optional[_Union[Jobs, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ...) -> None: ...
 
 class Register(_message.Message):
-    __slots__ = ("app_id", "functions", "language", "sdk_name", "sdk_version", "max_concurrent_jobs", "instance_id")
+    __slots__ = ("app_id", "functions", "language", "sdk_name", "sdk_version", "max_concurrent_jobs", "instance_id", "max_receive_message_bytes")
     APP_ID_FIELD_NUMBER: _ClassVar[int]
     FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,7 @@ class Register(_message.Message):
     SDK_VERSION_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENT_JOBS_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_RECEIVE_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     app_id: str
     functions: _containers.RepeatedCompositeFieldContainer[_function_pb2.FunctionDefinition]
     language: str
@@ -48,7 +49,8 @@ class Register(_message.Message):
     sdk_version: str
     max_concurrent_jobs: int
     instance_id: str
-    def __init__(self, app_id: _Optional[str] = ..., functions: _Optional[_Iterable[_Union[_function_pb2.FunctionDefinition, _Mapping]]] = ..., language: _Optional[str] = ..., sdk_name: _Optional[str] = ..., sdk_version: _Optional[str] = ..., max_concurrent_jobs: _Optional[int] = ..., instance_id: _Optional[str] = ...) -> None: ...
+    max_receive_message_bytes: int
+    def __init__(self, app_id: _Optional[str] = ..., functions: _Optional[_Iterable[_Union[_function_pb2.FunctionDefinition, _Mapping]]] = ..., language: _Optional[str] = ..., sdk_name: _Optional[str] = ..., sdk_version: _Optional[str] = ..., max_concurrent_jobs: _Optional[int] = ..., instance_id: _Optional[str] = ..., max_receive_message_bytes: _Optional[int] = ...) -> None: ...
 
 class Registered(_message.Message):
     __slots__ = ("connection_id", "lease_ms", "heartbeat_interval_ms", "function_ids")
@@ -69,7 +71,7 @@ class Jobs(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "lease_id", "run_id", "function_id", "function_slug", "attempt", "max_attempts", "event", "steps", "lease_expires_at_ms", "traceparent", "tracestate", "target_step")
+    __slots__ = ("job_id", "lease_id", "run_id", "function_id", "function_slug", "attempt", "max_attempts", "event", "steps", "lease_expires_at_ms", "traceparent", "tracestate", "target_step", "fetch_steps")
     class StepsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +92,7 @@ class Job(_message.Message):
     TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     TRACESTATE_FIELD_NUMBER: _ClassVar[int]
     TARGET_STEP_FIELD_NUMBER: _ClassVar[int]
+    FETCH_STEPS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     lease_id: str
     run_id: str
@@ -103,7 +106,8 @@ class Job(_message.Message):
     traceparent: str
     tracestate: str
     target_step: str
-    def __init__(self, job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., run_id: _Optional[str] = ..., function_id: _Optional[str] = ..., function_slug: _Optional[str] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ..., steps: _Optional[_Mapping[str, bytes]] = ..., lease_expires_at_ms: _Optional[int] = ..., traceparent: _Optional[str] = ..., tracestate: _Optional[str] = ..., target_step: _Optional[str] = ...) -> None: ...
+    fetch_steps: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., run_id: _Optional[str] = ..., function_id: _Optional[str] = ..., function_slug: _Optional[str] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ..., steps: _Optional[_Mapping[str, bytes]] = ..., lease_expires_at_ms: _Optional[int] = ..., traceparent: _Optional[str] = ..., tracestate: _Optional[str] = ..., target_step: _Optional[str] = ..., fetch_steps: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class JobResults(_message.Message):
     __slots__ = ("results",)

@@ -40,6 +40,11 @@ class StateServiceStub:
                 request_serializer=plait_dot_v1_dot_state__pb2.GetRunStateRequest.SerializeToString,
                 response_deserializer=plait_dot_v1_dot_state__pb2.GetRunStateResponse.FromString,
                 _registered_method=True)
+        self.GetSteps = channel.unary_unary(
+                '/plait.v1.StateService/GetSteps',
+                request_serializer=plait_dot_v1_dot_state__pb2.GetStepsRequest.SerializeToString,
+                response_deserializer=plait_dot_v1_dot_state__pb2.GetStepsResponse.FromString,
+                _registered_method=True)
 
 
 class StateServiceServicer:
@@ -53,6 +58,15 @@ class StateServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSteps(self, request, context):
+        """Returns memoised steps of a run for the worker holding one of its jobs (the ones a job
+        listed in `Job.fetch_steps`), as many as fit in `max_response_bytes`; the worker asks again
+        for the rest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StateServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -60,6 +74,11 @@ def add_StateServiceServicer_to_server(servicer, server):
                     servicer.GetRunState,
                     request_deserializer=plait_dot_v1_dot_state__pb2.GetRunStateRequest.FromString,
                     response_serializer=plait_dot_v1_dot_state__pb2.GetRunStateResponse.SerializeToString,
+            ),
+            'GetSteps': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSteps,
+                    request_deserializer=plait_dot_v1_dot_state__pb2.GetStepsRequest.FromString,
+                    response_serializer=plait_dot_v1_dot_state__pb2.GetStepsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +109,33 @@ class StateService:
             '/plait.v1.StateService/GetRunState',
             plait_dot_v1_dot_state__pb2.GetRunStateRequest.SerializeToString,
             plait_dot_v1_dot_state__pb2.GetRunStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSteps(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plait.v1.StateService/GetSteps',
+            plait_dot_v1_dot_state__pb2.GetStepsRequest.SerializeToString,
+            plait_dot_v1_dot_state__pb2.GetStepsResponse.FromString,
             options,
             channel_credentials,
             insecure,

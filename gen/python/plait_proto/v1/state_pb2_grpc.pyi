@@ -35,6 +35,11 @@ class StateServiceStub:
     def __new__(cls, channel: _aio.Channel) -> StateServiceAsyncStub: ...
     GetRunState: _grpc.UnaryUnaryMultiCallable[_state_pb2.GetRunStateRequest, _state_pb2.GetRunStateResponse]
     """Returns a run's state with its memoised step outputs."""
+    GetSteps: _grpc.UnaryUnaryMultiCallable[_state_pb2.GetStepsRequest, _state_pb2.GetStepsResponse]
+    """Returns memoised steps of a run for the worker holding one of its jobs (the ones a job
+    listed in `Job.fetch_steps`), as many as fit in `max_response_bytes`; the worker asks again
+    for the rest.
+    """
 
 @_typing.type_check_only
 class StateServiceAsyncStub(StateServiceStub):
@@ -43,6 +48,11 @@ class StateServiceAsyncStub(StateServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetRunState: _aio.UnaryUnaryMultiCallable[_state_pb2.GetRunStateRequest, _state_pb2.GetRunStateResponse]  # type: ignore[assignment]
     """Returns a run's state with its memoised step outputs."""
+    GetSteps: _aio.UnaryUnaryMultiCallable[_state_pb2.GetStepsRequest, _state_pb2.GetStepsResponse]  # type: ignore[assignment]
+    """Returns memoised steps of a run for the worker holding one of its jobs (the ones a job
+    listed in `Job.fetch_steps`), as many as fit in `max_response_bytes`; the worker asks again
+    for the rest.
+    """
 
 class StateServiceServicer(metaclass=_abc_1.ABCMeta):
     """Reads live run state from the state store."""
@@ -54,5 +64,16 @@ class StateServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_state_pb2.GetRunStateResponse, _abc.Awaitable[_state_pb2.GetRunStateResponse]]:
         """Returns a run's state with its memoised step outputs."""
+
+    @_abc_1.abstractmethod
+    def GetSteps(
+        self,
+        request: _state_pb2.GetStepsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_state_pb2.GetStepsResponse, _abc.Awaitable[_state_pb2.GetStepsResponse]]:
+        """Returns memoised steps of a run for the worker holding one of its jobs (the ones a job
+        listed in `Job.fetch_steps`), as many as fit in `max_response_bytes`; the worker asks again
+        for the rest.
+        """
 
 def add_StateServiceServicer_to_server(servicer: StateServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
