@@ -4,7 +4,8 @@ tokens the SDKs send when they call the server.
 A signing key is `signkey-<env>-<hex>`. Signatures are `t=<unix s>&s=<hex HMAC-SHA256>`, keyed
 with the key's hex text (prefix removed) over the body followed by the timestamp; the SDKs
 canonicalise a request body (RFC 8785) before checking it, and sign their raw response
-bodies. Bearer tokens carry SHA-256 of the key's hex-decoded bytes, with or without the prefix.
+bodies; a signature more than five minutes from now is refused. Bearer tokens carry SHA-256
+of the key's hex-decoded bytes, with or without the prefix.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections.abc import Sequence
 from urllib.parse import parse_qs
 
 _PREFIX = re.compile(r"^signkey-\w+-")
+# A signature's timestamp may be this far from now, either way (as the Inngest SDKs check ours).
+WINDOW_S = 5 * 60
 
 
 def strip_prefix(key: str) -> str:
@@ -38,13 +41,18 @@ def sign(body: bytes, key: str, now_s: int | None = None) -> str:
     return f"t={ts}&s={_mac(body, key, ts)}"
 
 
-def verify(header: str | None, body: bytes, keys: Sequence[str]) -> bool:
-    """Whether `header` signs `body` with one of `keys` (the SDKs sign their raw responses)."""
+def verify(header: str | None, body: bytes, keys: Sequence[str],
+           now_s: float | None = None) -> bool:
+    """Whether `header` signs `body` with one of `keys` (the SDKs sign their raw responses),
+    at a time within WINDOW_S of now either way: a captured answer cannot be replayed later."""
     if not header:
         return False
     parsed = parse_qs(header)
     ts, sig = parsed.get("t", [""])[0], parsed.get("s", [""])[0]
-    if not ts.isdigit() or not sig:
+    if not ts.isascii() or not ts.isdigit() or len(ts) > 12 or not sig:
+        return False
+    now = time.time() if now_s is None else now_s
+    if abs(now - int(ts)) > WINDOW_S:
         return False
     return any(hmac.compare_digest(_mac(body, key, ts), sig) for key in keys if key)
 

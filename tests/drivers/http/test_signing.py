@@ -3,9 +3,14 @@ judge), and the request body Plait signs is the canonical JSON the SDKs re-creat
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+from urllib.parse import parse_qs
 
 import jcs
+from hypothesis import given
+from hypothesis import strategies as st
 from inngest._internal import net, server_lib, transforms
 
 from server.config import Settings
@@ -85,3 +90,31 @@ def test_canonical_json_matches_rfc_8785() -> None:
               "line\nbreak \u2028 \"quoted\" \x01"]
     for value in values:
         assert canonical(value) == jcs.canonicalize(value)
+
+
+def test_a_captured_signed_answer_replayed_after_five_minutes_is_refused() -> None:
+    body = b'[{"op": "StepRun", "id": "h", "data": 1}]'
+    captured = net.sign_response(body, KEY)  # signed by the SDK, now
+    assert isinstance(captured, str)
+    signed_at = int(parse_qs(captured)["t"][0])
+    assert signing.verify(captured, body, [KEY])
+    assert signing.verify(captured, body, [KEY], now_s=signed_at + signing.WINDOW_S)
+    assert not signing.verify(captured, body, [KEY], now_s=signed_at + signing.WINDOW_S + 1)
+
+
+def test_a_signature_dated_more_than_five_minutes_ahead_is_refused() -> None:
+    body = b'{"ok": true}'
+    now = 1_800_000_000
+    assert signing.verify(signing.sign(body, KEY, now + 299), body, [KEY], now_s=now)
+    assert not signing.verify(signing.sign(body, KEY, now + 301), body, [KEY], now_s=now)
+    assert not signing.verify(signing.sign(body, KEY, now - 301), body, [KEY], now_s=now)
+
+
+@given(st.text(max_size=40))
+def test_any_timestamp_text_is_refused_or_checked_without_error(ts: str) -> None:
+    body = b"{}"
+    mac = hmac.new(signing.strip_prefix(KEY).encode(), body + ts.encode(), hashlib.sha256)
+    header = f"t={ts}&s={mac.hexdigest()}"
+    verified = signing.verify(header, body, [KEY], now_s=1_800_000_000)
+    assert verified == (ts.isascii() and ts.isdigit() and len(ts) <= 12
+                        and abs(int(ts) - 1_800_000_000) <= 300)
