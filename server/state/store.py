@@ -136,7 +136,8 @@ class StateStore:
                  sk.ready(job.function_id), sk.history, sk.lease_seq, sk.stack(job.run_id),
                  sk.planned(job.run_id)],
                 [job.job_id, job.lease_id, now_ms, relock_expires,
-                 self._settings.finished_run_ttl_s, sk.job_prefix, *args],
+                 self._settings.finished_run_ttl_s, sk.job_prefix,
+                 self._settings.max_run_state_bytes, *args],
             ))
         async with asyncio.timeout(REDIS_CALL_S):
             replies = await call_pipelined(self._redis, calls)
@@ -209,7 +210,8 @@ class StateStore:
         if reply == -4:
             return Applied(Outcome.STALE, error="a planned step's job cannot plan steps")
         check(reply, "apply")
-        if isinstance(op, RunCompleted) or (isinstance(op, RunFailed) and reply == 3):
+        # 3: the run failed (a final RunFailed, or a memo over max_run_state_bytes).
+        if isinstance(op, RunCompleted) or reply == 3:
             return Applied(Outcome.FINISHED)
         failed = isinstance(op, StepFailed | RunFailed)
         if isinstance(reply, list):
@@ -245,7 +247,8 @@ class StateStore:
     async def resume_wait(self, entry: WaitEntry, memo: bytes, now_ms: int) -> bool:
         """Memoises a waiting run's step (`{"data": …}` or `{"error": …}`) and makes its job
         due now; False when the wait is already over (timed out, resumed by another event,
-        run ended). The entry is removed either way."""
+        run ended) or the memo would take the run's state over max_run_state_bytes (the run
+        failed). The entry is removed either way."""
         run_id = entry.run_id
         sk = self._keys.for_run(run_id)
         parsed = json.loads(memo) if memo != b"null" else {}
@@ -258,9 +261,11 @@ class StateStore:
             reply = await self._resume_wait(
                 keys=[sk.waits(entry.event), entry.set_key or sk.wait_scan(entry.event),
                       sk.run(run_id), sk.steps(run_id), sk.job(run_id),
-                      sk.ready(entry.function_id), sk.wait_refs(run_id), sk.history],
+                      sk.ready(entry.function_id), sk.wait_refs(run_id), sk.history,
+                      sk.stack(run_id)],
                 args=[entry.field, run_id, entry.step_id, memo, entry.until_ms, now_ms,
-                      entry.step_name or entry.step_id, status, output, error],
+                      entry.step_name or entry.step_id, status, output, error,
+                      self._settings.max_run_state_bytes, self._settings.finished_run_ttl_s],
             )
         return int(check(reply, f"run {run_id}")) == 1
 

@@ -5,8 +5,9 @@
 -- KEYS[8] stack list (step ids in the order they were memoised)
 -- KEYS[9] planned set (step ids planned to run as their own jobs, not yet memoised)
 -- ARGV[1] job_id  ARGV[2] lease_id  ARGV[3] now_ms  ARGV[4] relock expiry ms (0: never)
--- ARGV[5] finished-run ttl s  ARGV[6] job key prefix of the shard;
--- the script's own arguments start at ARGV[7].
+-- ARGV[5] finished-run ttl s  ARGV[6] job key prefix of the shard
+-- ARGV[7] max run state bytes (max_run_state_bytes; 0: no cap);
+-- the script's own arguments start at ARGV[8].
 -- A run has one main job (id = run id) and, while parallel steps run, one job per planned
 -- step (id = "<run id>:<step id>", its hash names the step in `step`).
 -- Failures: -2 the lease is stale (result dropped), -3 the run is no longer running.
@@ -14,6 +15,7 @@ local run, steps, job, leased, ready, history, counter, stack, planned =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local job_id, lease_id, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local relock_expires, ttl, job_prefix = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local state_cap = tonumber(ARGV[7]) or 0
 local held = redis.call('HMGET', job, 'lease', 'attempt', 'run', 'step', 'ready', 'leased')
 if lease_id == '' or held[1] ~= lease_id then
   return -2
@@ -40,13 +42,6 @@ local function record_step(step_id, name, status, step_attempt, output, err, unt
   redis.call('XADD', history, '*', 'k', 'step', 'run', run_id, 'step', step_id, 'name', name,
     'attempt', step_attempt, 'status', status, 'output', output, 'error', err, 'ts', now,
     'until', until_ms or '', attempt_fields())
-end
-
--- Stores a step's memo; the stack keeps the order steps were first memoised in.
-local function memoise(step_id, memo)
-  if redis.call('HSET', steps, step_id, memo) == 1 then
-    redis.call('RPUSH', stack, step_id)
-  end
 end
 
 -- Schedules job `id` (hash `key`) at `at`. When it is due now and the caller can take it,
@@ -116,4 +111,24 @@ local function finish(status, output, err)
   redis.call('XADD', history, '*', 'k', 'end', 'run', run_id, 'status', status,
     'output', output, 'error', err, 'ts', now, 'attempt', attempt, attempt_fields())
   return 1
+end
+
+-- Stores a step's memo; the stack keeps the order steps were first memoised in. The run
+-- hash's `bytes` is the total length of the run's memos (the steps hash's values): a memo
+-- that would take it over the cap fails the run instead, non-retriably and naming the cap,
+-- and memoise returns false (the script then returns 3, the run failed).
+local function memoise(step_id, memo)
+  local total = (tonumber(redis.call('HGET', run, 'bytes')) or 0) + #memo
+    - redis.call('HSTRLEN', steps, step_id)
+  if state_cap > 0 and total > state_cap then
+    finish('failed', '', cjson.encode({name = 'RunStateLimitError',
+      message = string.format("the run's memoised state would be %d bytes, over the limit " ..
+        'of %d (max_run_state_bytes)', total, state_cap), stack = ''}))
+    return false
+  end
+  redis.call('HSET', run, 'bytes', total)
+  if redis.call('HSET', steps, step_id, memo) == 1 then
+    redis.call('RPUSH', stack, step_id)
+  end
+  return true
 end

@@ -4,13 +4,16 @@
 -- Loaded after _waits.lua.
 -- KEYS[1] waits hash  KEYS[2] the entry's index or scan set  KEYS[3] run hash
 -- KEYS[4] steps hash  KEYS[5] job hash  KEYS[6] ready zset of the function
--- KEYS[7] the run's waitrefs hash  KEYS[8] history stream
+-- KEYS[7] the run's waitrefs hash  KEYS[8] history stream  KEYS[9] stack list
 -- ARGV[1] field  ARGV[2] run_id  ARGV[3] step_id  ARGV[4] memo JSON  ARGV[5] until_ms
 -- ARGV[6] now_ms  ARGV[7] step name; the step's end for history: ARGV[8] status
 -- ('completed' or 'failed'), ARGV[9] output JSON, ARGV[10] error JSON
--- Returns 1 resumed, 0 the wait is over (timed out, resumed, or the run moved on).
-local waits, set, run, steps, job, ready, refs, history =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+-- ARGV[11] max run state bytes (0: no cap)  ARGV[12] finished-run ttl s
+-- Returns 1 resumed, 0 the wait is over (timed out, resumed, or the run moved on), 2 the memo
+-- would take the run's state over its cap: the run failed (RunStateLimitError, as the
+-- prelude's memoise).
+local waits, set, run, steps, job, ready, refs, history, stack =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local field, run_id, step_id, memo, until_ms, now =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
 if redis.call('HEXISTS', waits, field) == 0 then
@@ -23,10 +26,30 @@ if redis.call('HGET', run, 'status') ~= 'running' or not score
     or (redis.call('HGET', job, 'lease') or '') ~= '' then
   return 0
 end
+local fn, app = redis.call('HGET', run, 'fn') or '', redis.call('HGET', run, 'app') or ''
+local total = (tonumber(redis.call('HGET', run, 'bytes')) or 0) + #memo
+  - redis.call('HSTRLEN', steps, step_id)
+local cap, ttl = tonumber(ARGV[11]) or 0, tonumber(ARGV[12])
+if cap > 0 and total > cap then
+  local err = cjson.encode({name = 'RunStateLimitError',
+    message = string.format("the run's memoised state would be %d bytes, over the limit " ..
+      'of %d (max_run_state_bytes)', total, cap), stack = ''})
+  redis.call('ZREM', ready, run_id)
+  redis.call('DEL', job)
+  drop_waits(refs)
+  redis.call('HSET', run, 'status', 'failed', 'ended', now, 'output', '', 'error', err)
+  redis.call('EXPIRE', run, ttl)
+  redis.call('EXPIRE', steps, ttl)
+  redis.call('EXPIRE', stack, ttl)
+  redis.call('XADD', history, '*', 'k', 'end', 'run', run_id, 'status', 'failed',
+    'output', '', 'error', err, 'ts', now, 'fn', fn, 'app', app)
+  return 2
+end
+redis.call('HSET', run, 'bytes', total)
 redis.call('HSET', steps, step_id, memo)
 redis.call('ZADD', ready, now, run_id)
 -- The wait was recorded as sleeping until its timeout: its end, with what it returned.
 redis.call('XADD', history, '*', 'k', 'step', 'run', run_id, 'step', step_id, 'name', ARGV[7],
   'attempt', 0, 'status', ARGV[8], 'output', ARGV[9], 'error', ARGV[10], 'ts', now,
-  'fn', redis.call('HGET', run, 'fn') or '', 'app', redis.call('HGET', run, 'app') or '')
+  'fn', fn, 'app', app)
 return 1

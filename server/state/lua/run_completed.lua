@@ -1,4 +1,4 @@
 -- The function returned: the run is completed with its output.
--- ARGV[7] output_json
+-- ARGV[8] output_json
 -- Returns 1.
-return finish('completed', ARGV[7], '')
+return finish('completed', ARGV[8], '')

@@ -1,7 +1,8 @@
 -- A step returned: memoise its output, then let the run go on (see the prelude's advance).
--- ARGV[7] step_id  ARGV[8] name  ARGV[9] output_json
--- Returns 1, or the relocked job (see the prelude's continue_job).
-local step_id, name, output = ARGV[7], ARGV[8], ARGV[9]
-memoise(step_id, '{"data":' .. output .. '}')
+-- ARGV[8] step_id  ARGV[9] name  ARGV[10] output_json
+-- Returns 1, or the relocked job (see the prelude's continue_job); 3 when the memo would take
+-- the run's state over its cap (the run failed, see the prelude's memoise).
+local step_id, name, output = ARGV[8], ARGV[9], ARGV[10]
+if not memoise(step_id, '{"data":' .. output .. '}') then return 3 end
 record_step(step_id, name, 'completed', attempt, output, '')
 return advance()
