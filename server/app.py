@@ -24,7 +24,8 @@ from server.api.inngest import AppSync, InngestGateway
 from server.api.management import ManagementServicer
 from server.api.run_control import RunControl
 from server.api.state_service import StateServicer
-from server.config import Mode, Settings
+from server.api.tls import grpc_server_credentials, uvicorn_tls
+from server.config import Mode, Settings, refuse_if_insecure
 from server.dev.redis import EmbeddedRedis
 from server.drivers.grpc.stream import GrpcDriver
 from server.drivers.http import HttpDriver
@@ -73,6 +74,8 @@ class PlaitServer:
 
     async def start(self) -> Endpoints:
         s = self.settings
+        # Before anything connects: production is never open by accident.
+        refuse_if_insecure(s)
         redis_url = s.redis_url
         if not redis_url:
             if s.mode is Mode.PRODUCTION:
@@ -114,7 +117,9 @@ class PlaitServer:
 
         options = [("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
                    ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES)]
-        interceptors = [TokenInterceptor(s.grpc_token_list)] if s.grpc_token_list else []
+        # Any token configured turns authentication on; none (dev, or --insecure) leaves it off.
+        interceptors = ([TokenInterceptor(s.grpc_token_list, s.admin_token_list)]
+                        if s.grpc_token_list or s.admin_token_list else [])
         if s.mode is Mode.PRODUCTION and not interceptors:
             log.warning("grpc.unauthenticated",
                         hint="set --grpc-tokens (PLAIT_GRPC_TOKENS) so gRPC calls need a token")
@@ -129,7 +134,10 @@ class PlaitServer:
             queue_pb2_grpc.add_QueueServiceServicer_to_server(driver, self._grpc)
         grpc_port = 0
         if wanted & {"api", "executor"}:
-            grpc_port = self._grpc.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
+            address = f"{s.grpc_host}:{s.grpc_port}"
+            credentials = grpc_server_credentials(s)
+            grpc_port = (self._grpc.add_secure_port(address, credentials) if credentials
+                         else self._grpc.add_insecure_port(address))
             if grpc_port == 0:
                 raise OSError(f"cannot bind gRPC to {s.grpc_host}:{s.grpc_port}")
             await self._grpc.start()
@@ -143,7 +151,8 @@ class PlaitServer:
             syncer = AppSync(s, own_port=http_port)
             gateway = InngestGateway(s, self._engine, registry, state, executor.cancel_run, syncer,
                                      control)
-            self._http = http_server(build_app(ingest, s, gateway.routes(), telemetry))
+            self._http = http_server(build_app(ingest, s, gateway.routes(), telemetry),
+                                     uvicorn_tls(s))
             roles += [self._http.serve(sockets=[self._http_socket]), syncer.run()]
             _warn_if_open(s)
         if "runner" in wanted:

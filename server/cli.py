@@ -153,6 +153,11 @@ def _settings_options(mode: Mode) -> Callable[[_Command], _Command]:
             shown = f"; default: {default}" if default != "" else ""
             help_text = f"{_HELP.get(f.name, '')} [env: {_ENV_PREFIX}{f.name.upper()}{shown}]"
             names = _REPEATABLE.get(f.name, (f"--{f.name.replace('_', '-')}",))
+            if hints[f.name] is bool and default is False:
+                # An off-by-default switch is a plain flag: `--insecure`, not `--insecure true`.
+                command = click.option(*names, f.name, is_flag=True, default=None,
+                                       help=help_text.strip())(command)
+                continue
             command = click.option(
                 *names,
                 f.name,

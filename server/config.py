@@ -224,6 +224,8 @@ def _validate(s: Settings) -> None:
             raise ConfigError("--redis-url (PLAIT_REDIS_URL) is required by `plait start`")
         if not s.database_url:
             raise ConfigError("--database-url (PLAIT_DATABASE_URL) is required by `plait start`")
+    refuse_if_insecure(s)
+    _validate_tokens(s)
     for name in ("http_port", "grpc_port"):
         port = getattr(s, name)
         if not 0 <= port <= 65535:
@@ -271,6 +273,38 @@ def _validate(s: Settings) -> None:
             f"--database-url has value {s.database_url!r}: "
             "use postgresql+asyncpg://… or sqlite+aiosqlite:///…"
         )
+
+
+def missing_security(s: Settings) -> list[str]:
+    """The flags production needs for a secure start that `s` lacks (none with --insecure)."""
+    if s.mode is not Mode.PRODUCTION or s.insecure:
+        return []
+    needed = [("--grpc-tokens", "PLAIT_GRPC_TOKENS", s.grpc_token_list),
+              ("--event-key", "PLAIT_EVENT_KEYS", s.event_key_list),
+              ("--signing-key", "PLAIT_SIGNING_KEY", s.signing_key)]
+    return [f"{flag} ({var})" for flag, var, value in needed if not value]
+
+
+def refuse_if_insecure(s: Settings) -> None:
+    """`plait start` serves nothing open by accident: it needs worker tokens, event keys and a
+    signing key, or an explicit --insecure."""
+    missing = missing_security(s)
+    if missing:
+        raise ConfigError(
+            f"`plait start` refuses to run unauthenticated: set {', '.join(missing)}, "
+            "or pass --insecure (PLAIT_INSECURE=1) to serve gRPC and events without them")
+
+
+def _validate_tokens(s: Settings) -> None:
+    # A worker token may name the apps it serves: `token@app1|app2` (server/api/auth.py).
+    for entry in s.grpc_token_list:
+        token, at, apps = entry.partition("@")
+        if not token.strip() or (at and not [a for a in apps.split("|") if a.strip()]):
+            raise ConfigError(
+                "--grpc-tokens has an entry that is not `token` or `token@app1|app2`")
+    for token in s.admin_token_list:
+        if "@" in token:
+            raise ConfigError("--admin-tokens: an admin token serves every app; drop its @apps")
 
 
 _OTEL_CHOICES: dict[str, tuple[str, ...]] = {

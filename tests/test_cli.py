@@ -44,12 +44,14 @@ sys.modules["server.app"] = app
 main()
 """
 
-PRODUCTION_FLAGS = [
+PRODUCTION_URLS = [
     "--redis-url",
     "redis://127.0.0.1:6379/0",
     "--database-url",
     "postgresql+asyncpg://postgres@127.0.0.1/test",
 ]
+PRODUCTION_FLAGS = [*PRODUCTION_URLS, "--grpc-tokens", "w1", "--event-key", "k1",
+                    "--signing-key", "signkey-prod-abcd"]
 
 
 @pytest.fixture(autouse=True)
@@ -259,3 +261,39 @@ def test_a_signing_key_that_is_not_one_is_rejected_naming_the_flag() -> None:
     result = CliRunner().invoke(cli, ["dev", "--signing-key", "hunter2"])
     assert result.exit_code == 2
     assert "plait: --signing-key has a value that is not a signing key" in result.stderr
+
+
+def test_start_without_tokens_and_keys_exits_2_naming_the_flags_and_insecure() -> None:
+    result = CliRunner().invoke(cli, ["start", *PRODUCTION_URLS])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("plait: `plait start` refuses to run unauthenticated")
+    for flag in ("--grpc-tokens", "--event-key", "--signing-key", "--insecure"):
+        assert flag in result.stderr
+
+
+@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize(("args", "env"), [
+    (["--insecure"], {}),
+    ([], {"PLAIT_INSECURE": "1"}),
+    (["--grpc-tokens", "w1", "--event-key", "k1", "--signing-key", "signkey-prod-abcd"], {}),
+])
+def test_start_runs_with_insecure_as_a_plain_flag_its_variable_or_the_secrets(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str],
+) -> None:
+    seen: list[Settings] = []
+
+    async def serve(settings: Settings) -> None:
+        seen.append(settings)
+
+    monkeypatch.setitem(sys.modules, "server.app", types.SimpleNamespace(serve=serve))
+    result = CliRunner().invoke(cli, ["start", "--log-level", "error", *PRODUCTION_URLS, *args],
+                                env=env)
+    assert result.exit_code == 0, result.stderr
+    (settings,) = seen
+    assert settings.insecure is bool(env or "--insecure" in args)
+
+
+def test_an_off_by_default_switch_takes_no_value() -> None:
+    result = CliRunner().invoke(cli, ["dev", "--insecure", "true"])
+    assert result.exit_code == 2
+    assert "Got unexpected extra argument (true)" in result.stderr

@@ -14,6 +14,7 @@ PRODUCTION_URLS = {
     "redis_url": "redis://127.0.0.1:6379/0",
     "database_url": "postgresql+asyncpg://postgres@127.0.0.1/test",
 }
+SECRETS = {"grpc_tokens": "w1", "event_keys": "k1", "signing_key": "signkey-prod-abcd"}
 
 
 def test_nothing_given_means_the_defaults() -> None:
@@ -46,7 +47,7 @@ def test_variables_without_the_prefix_are_ignored() -> None:
 
 
 def test_the_mode_comes_from_the_flags() -> None:
-    settings = load_settings({"mode": Mode.PRODUCTION, **PRODUCTION_URLS}, {})
+    settings = load_settings({"mode": Mode.PRODUCTION, **PRODUCTION_URLS, **SECRETS}, {})
     assert settings.mode is Mode.PRODUCTION
 
 
@@ -100,3 +101,43 @@ def test_dev_mode_needs_no_urls_and_uses_sqlite_in_the_data_dir(tmp_path: Path) 
 def test_settings_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         Settings().http_port = 1  # type: ignore[misc]
+
+
+def test_production_without_tokens_and_keys_refuses_naming_each_flag_and_insecure() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"mode": Mode.PRODUCTION, **PRODUCTION_URLS}, {})
+    for named in ("--grpc-tokens (PLAIT_GRPC_TOKENS)", "--event-key (PLAIT_EVENT_KEYS)",
+                  "--signing-key (PLAIT_SIGNING_KEY)", "--insecure"):
+        assert named in caught.value.message
+
+
+@pytest.mark.parametrize("missing", sorted(SECRETS))
+def test_production_missing_any_one_secret_refuses_naming_only_that_one(missing: str) -> None:
+    given = {k: v for k, v in SECRETS.items() if k != missing}
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"mode": Mode.PRODUCTION, **PRODUCTION_URLS, **given}, {})
+    flags = {"grpc_tokens": "--grpc-tokens", "event_keys": "--event-key",
+             "signing_key": "--signing-key"}
+    assert [f for f in flags.values() if f in caught.value.message] == [flags[missing]]
+
+
+def test_production_with_insecure_starts_without_tokens_and_keys() -> None:
+    by_flag = load_settings({"mode": Mode.PRODUCTION, **PRODUCTION_URLS, "insecure": True}, {})
+    by_env = load_settings({"mode": Mode.PRODUCTION, **PRODUCTION_URLS}, {"PLAIT_INSECURE": "1"})
+    assert by_flag.insecure and by_env.insecure
+
+
+def test_dev_mode_needs_no_tokens_or_keys() -> None:
+    assert load_settings({}, {}).insecure is False
+
+
+@pytest.mark.parametrize("tokens", ["w1@", "@app", "w1@|", "w1, @a|b"])
+def test_a_worker_token_with_an_empty_app_list_or_token_is_refused(tokens: str) -> None:
+    with pytest.raises(ConfigError, match="--grpc-tokens has an entry"):
+        load_settings({"grpc_tokens": tokens}, {})
+
+
+def test_worker_tokens_may_name_their_apps_and_admin_tokens_may_not() -> None:
+    assert load_settings({"grpc_tokens": "w1@a|b.c, w2"}, {}).grpc_token_list == ["w1@a|b.c", "w2"]
+    with pytest.raises(ConfigError, match="--admin-tokens"):
+        load_settings({"admin_tokens": "a1@app"}, {})

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -13,7 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from server.config import Settings
+from server.api.auth import bearer_token_matches
+from server.config import Mode, Settings
 from server.events.http import EventRoutes
 from server.events.ingest import EventIngest
 from server.telemetry import METRICS_CONTENT_TYPE, Telemetry
@@ -23,8 +25,26 @@ async def _health(_: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-def _metrics_route(telemetry: Telemetry) -> Route:
-    async def metrics(_: Request) -> Response:
+def metrics_tokens(settings: Settings) -> list[str] | None:
+    """The bearer tokens GET /metrics accepts, or None when it is open (dev; production with
+    --insecure and no token set). Production without any token refuses every scrape."""
+    if settings.mode is not Mode.PRODUCTION:
+        return None
+    tokens = [t for t in [settings.metrics_token, *settings.admin_token_list] if t]
+    if not tokens and settings.insecure:
+        return None
+    return tokens
+
+
+def _metrics_route(telemetry: Telemetry, settings: Settings) -> Route:
+    tokens = metrics_tokens(settings)
+
+    async def metrics(request: Request) -> Response:
+        if tokens is not None and not bearer_token_matches(
+                request.headers.get("authorization"), tokens):
+            return JSONResponse(
+                {"error": "authorization: 'Bearer <metrics token or admin token>' is required",
+                 "status": 401}, 401, headers={"WWW-Authenticate": "Bearer"})
         return Response(await telemetry.render_metrics(), media_type=METRICS_CONTENT_TYPE)
 
     return Route("/metrics", metrics, methods=["GET"])
@@ -37,7 +57,7 @@ def build_app(ingest: EventIngest, settings: Settings,
     return Starlette(routes=[
         Route("/e/{event_key}", events.post_events, methods=["POST"]),
         Route("/health", _health, methods=["GET"]),
-        _metrics_route(telemetry or Telemetry()),
+        _metrics_route(telemetry or Telemetry(), settings),
         *extra_routes,
     ])
 
@@ -59,7 +79,8 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def http_server(app: Starlette) -> HttpServer:
+def http_server(app: Starlette, tls: Mapping[str, Any] | None = None) -> HttpServer:
+    """`tls`: uvicorn's ssl_* arguments (server/api/tls.py), empty for plain HTTP."""
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
-                            timeout_graceful_shutdown=5)
+                            timeout_graceful_shutdown=5, **(tls or {}))
     return HttpServer(config)

@@ -61,6 +61,9 @@ def settings_for(backend: str, tmp: Path, redis_url: str = "", database_url: str
     base.update(overrides)
     if backend == "embedded":
         return Settings(mode=Mode.DEV, data_dir=tmp / ".plait", **base)
+    # Production refuses to start without worker tokens and a signing key: a test that gives
+    # both runs secure; any other runs open, as with --insecure.
+    base.setdefault("insecure", not {"grpc_tokens", "signing_key"} <= overrides.keys())
     return Settings(mode=Mode.PRODUCTION, redis_url=redis_url, database_url=database_url, **base)
 
 
@@ -141,6 +144,12 @@ class ServerProcess:
             args += ["--data-dir", str(s.data_dir)]
         else:
             args += ["--redis-url", s.redis_url, "--database-url", s.database_url]
+        if s.insecure:
+            args.append("--insecure")
+        for flag, value in (("--grpc-tokens", s.grpc_tokens), ("--admin-tokens", s.admin_tokens),
+                            ("--event-keys", s.event_keys), ("--signing-key", s.signing_key)):
+            if value:
+                args += [flag, value]
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=log)
 

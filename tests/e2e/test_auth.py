@@ -25,7 +25,8 @@ from tests.e2e.harness import eventually
 
 
 async def test_grpc_calls_need_a_valid_token_when_tokens_are_set(settings: Settings) -> None:
-    secured = dataclasses.replace(settings, grpc_tokens="s3cret, other")
+    # "other" is an admin token: management calls need one, and it is a worker token too.
+    secured = dataclasses.replace(settings, grpc_tokens="s3cret", admin_tokens="other")
     async with running_server(secured) as plait:
         channel = plait.client.channel
         events = event_pb2_grpc.EventServiceStub(channel)
