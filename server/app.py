@@ -29,9 +29,11 @@ from server.config import Mode, Settings, refuse_if_insecure
 from server.dev.redis import EmbeddedRedis
 from server.drivers.grpc.stream import GrpcDriver
 from server.drivers.http import HttpDriver
+from server.durability import check_postgres, check_redis
 from server.events.grpc import EventServicer
 from server.events.ingest import EventIngest
 from server.events.internal import InternalEvents
+from server.events.reconcile import Reconciler
 from server.executor.executor import Executor
 from server.history.db import migrate, open_database
 from server.history.writer import HistoryWriter
@@ -80,15 +82,18 @@ class PlaitServer:
         if not redis_url:
             if s.mode is Mode.PRODUCTION:
                 raise RuntimeError("production mode needs a Redis URL")
-            self._embedded = EmbeddedRedis(s.data_dir)
+            self._embedded = EmbeddedRedis(s.data_dir, durability=s.durability)
             redis_url = await self._embedded.start()
         if s.mode is Mode.DEV:
             s.data_dir.mkdir(parents=True, exist_ok=True)
         # No per-reply socket timeout: redis-py would build a timeout context for every reply of
         # a pipeline. The hot-path calls carry one deadline per batch instead (REDIS_CALL_S).
         self._redis = Redis.from_url(redis_url, socket_timeout=None, socket_connect_timeout=5)
-        self._engine = await open_database(s.effective_database_url)
+        self._engine = await open_database(s.effective_database_url, s.durability)
         await migrate(self._engine)
+        if self._embedded is None:  # the embedded Redis is configured by Plait itself
+            await check_redis(self._redis, s.durability)
+        await check_postgres(self._engine, s.durability)
 
         keys = Keys(s.queue_shards)
         consumer = s.instance_id or socket.gethostname()
@@ -144,6 +149,8 @@ class PlaitServer:
 
         # Every role makes spans or metrics; the export task sends spans (when tracing).
         roles: list[Coroutine[Any, Any, None]] = [telemetry.run()]
+        if self._embedded is not None:  # restarts the private Redis if it dies alone
+            roles.append(self._embedded.watch())
         http_port = 0
         if "api" in wanted:
             self._http_socket = bind(s.http_host, s.http_port)
@@ -156,7 +163,8 @@ class PlaitServer:
             roles += [self._http.serve(sockets=[self._http_socket]), syncer.run()]
             _warn_if_open(s)
         if "runner" in wanted:
-            roles += [runner.run(), registry.watch()]
+            roles += [runner.run(), registry.watch(),
+                      Reconciler(self._engine, self._redis, keys).run()]
         if "executor" in wanted:
             roles += [executor.run(), sdk_driver.run()]
         if "history" in wanted:

@@ -131,6 +131,12 @@ class Keys:
         """STREAM of accepted events, consumed by the runners' group."""
         return f"{PREFIX}:{{events}}:stream"
 
+    @property
+    def events_accepted(self) -> str:
+        """ZSET: ids of the events appended to the stream, scored by the append time (ms);
+        the ledger the reconciler checks SQL against (server/events/reconcile.py)."""
+        return f"{PREFIX}:{{events}}:accepted"
+
     def event_key(self, key: str) -> str:
         """STRING set for 24 h per event idempotency key."""
         return f"{PREFIX}:{{events}}:idem:{key}"

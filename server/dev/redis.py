@@ -1,6 +1,7 @@
 """The private Redis of `plait dev`: a redis-server child process persisted (AOF) in the data dir.
 
-It dies with Plait (PR_SET_PDEATHSIG), so even a kill -9 of Plait makes it flush its AOF and exit.
+It dies with Plait (PR_SET_PDEATHSIG), so even a kill -9 of Plait makes it flush its AOF and exit;
+when it dies alone, `watch()` starts it again from its AOF on the same socket.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ REDIS_REUSED = "redis.reused"
 REDIS_STALE_WAIT = "redis.stale_wait"
 REDIS_STOPPED = "redis.stopped"
 REDIS_KILLED = "redis.killed"
+REDIS_EXITED = "redis.exited"
+REDIS_RESTARTED = "redis.restarted"
+REDIS_RESTART_FAILED = "redis.restart_failed"
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +48,14 @@ _PR_SET_PDEATHSIG = 1
 _POLL_S = 0.01
 _CALL_TIMEOUT_S = 2.0
 _LOG_TAIL_LINES = 20
+# appendfsync per durability mode: `always` fsyncs the AOF before any reply leaves Redis (one
+# fsync per event-loop iteration, shared by every write of that iteration).
+APPENDFSYNC = {"fsync": "always", "relaxed": "everysec"}
+# watch(): how often the child is checked, the restart backoff, and how many restarts in a row
+# may fail before Plait gives up (each failure waits up to start_timeout_s).
+_WATCH_S = 0.1
+_RESTART_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+_MAX_FAILED_RESTARTS = 5
 
 
 def find_redis_server(search_path: str | None = None) -> Path:
@@ -81,6 +93,7 @@ class EmbeddedRedis:
         binary: Path | None = None,
         start_timeout_s: float = 30.0,
         stop_timeout_s: float = 10.0,
+        durability: str = "fsync",
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.socket_path = socket_path(self.data_dir)
@@ -89,8 +102,10 @@ class EmbeddedRedis:
         self._binary = binary
         self._start_timeout_s = start_timeout_s
         self._stop_timeout_s = stop_timeout_s
+        self._appendfsync = APPENDFSYNC[durability]
         self._proc: subprocess.Popen[bytes] | None = None
         self._pid: int | None = None
+        self._stopping = True  # until start(): watch() restarts only a started Redis
 
     @property
     def url(self) -> str:
@@ -105,33 +120,81 @@ class EmbeddedRedis:
         """Starts Redis (or adopts a live one on the same socket) and returns its URL."""
         if self._pid is not None:
             return self.url
+        self._stopping = False
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # Two Plaits starting on one data dir must not run two Redis servers on one AOF.
         async with self._start_lock():
             live = await self._server_pid()
             if live is not None:
+                # Started by an earlier Plait, maybe with the other durability mode.
+                await self._set_appendfsync()
                 self._pid = live
                 log.info(REDIS_REUSED, pid=live, socket=str(self.socket_path))
                 return self.url
             await self._wait_for_stale()
-            self.socket_path.unlink(missing_ok=True)
-            binary = self._binary or self._remembered_binary() or find_redis_server()
-            # Redis 7 keeps its AOF in a directory that Redis 6 does not read: a data dir
-            # stays with the binary that wrote it, so a restart never sees it empty.
-            (self.data_dir / "redis-binary").write_text(str(binary))
-            self._proc = self._spawn(binary)
-            self._pid = self._proc.pid
-            try:
-                await self._wait_ready()
-            except BaseException:
-                await self._kill()
-                self._pid = self._proc = None
-                raise
-        log.info(REDIS_STARTED, pid=self._pid, socket=str(self.socket_path), binary=str(binary))
+            binary = await self._launch()
+        log.info(REDIS_STARTED, pid=self._pid, socket=str(self.socket_path), binary=str(binary),
+                 appendfsync=self._appendfsync)
         return self.url
+
+    async def watch(self) -> None:
+        """Restarts Redis from its AOF each time it exits on its own; never returns.
+
+        Plait's Redis clients see refused connections meanwhile and retry. After
+        _MAX_FAILED_RESTARTS failed restarts in a row this raises Unavailable.
+        """
+        failures = 0
+        while True:
+            await asyncio.sleep(_WATCH_S)
+            pid = self._pid
+            if self._stopping or (pid is not None and self._running(pid)):
+                continue
+            if pid is not None:
+                code = self._proc.returncode if self._proc is not None else None
+                log.error(REDIS_EXITED, pid=pid, code=code, log=self._log_tail())
+            try:
+                await self._restart()
+            except Unavailable as e:
+                failures += 1
+                log.error(REDIS_RESTART_FAILED, attempt=failures, error=str(e))
+                if failures >= _MAX_FAILED_RESTARTS:
+                    raise
+                backoff = _RESTART_BACKOFF_S[min(failures, len(_RESTART_BACKOFF_S)) - 1]
+                await asyncio.sleep(backoff)
+                continue
+            failures = 0
+            log.warning(REDIS_RESTARTED, pid=self._pid, old_pid=pid)
+
+    async def _restart(self) -> None:
+        async with self._start_lock():
+            if self._stopping:
+                return
+            live = await self._server_pid()
+            if live is not None:  # another Plait on this data dir restarted it first
+                self._pid, self._proc = live, None
+                return
+            await self._launch()
+
+    async def _launch(self) -> Path:
+        """Spawns redis-server (the start lock held) and waits until it has loaded its AOF."""
+        self.socket_path.unlink(missing_ok=True)
+        binary = self._binary or self._remembered_binary() or find_redis_server()
+        # Redis 7 keeps its AOF in a directory that Redis 6 does not read: a data dir
+        # stays with the binary that wrote it, so a restart never sees it empty.
+        (self.data_dir / "redis-binary").write_text(str(binary))
+        self._proc = self._spawn(binary)
+        self._pid = self._proc.pid
+        try:
+            await self._wait_ready()
+        except BaseException:
+            await self._kill()
+            self._pid = self._proc = None
+            raise
+        return binary
 
     async def stop(self) -> None:
         """SHUTDOWN (which fsyncs the AOF), then waits for the exit; SIGKILL as a last resort."""
+        self._stopping = True
         pid = self._pid
         if pid is None:
             return
@@ -180,7 +243,7 @@ class EmbeddedRedis:
             "--unixsocketperm", "700",
             "--dir", str(self.data_dir),
             "--appendonly", "yes",
-            "--appendfsync", "everysec",
+            "--appendfsync", self._appendfsync,
             "--save", "",
             "--pidfile", str(self.pidfile),
             "--logfile", str(self.logfile),
@@ -272,6 +335,14 @@ class EmbeddedRedis:
                 return int(info["process_id"])
         except (RedisError, OSError, TimeoutError, KeyError, ValueError):
             return None
+
+    async def _set_appendfsync(self) -> None:
+        try:
+            async with asyncio.timeout(_CALL_TIMEOUT_S), self._client() as client:
+                await client.config_set("appendfsync", self._appendfsync)
+        except (RedisError, OSError, TimeoutError) as e:
+            raise Unavailable(
+                f"cannot set appendfsync on the Redis at {self.socket_path}: {e}") from None
 
     async def _shutdown(self) -> bool:
         """Sends SHUTDOWN; False when it could not be delivered or Redis refused it."""

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 from redis.typing import EncodableT
 from sqlalchemy.ext.asyncio import AsyncEngine
 from ulid import ULID
@@ -72,6 +73,18 @@ def _validate(i: int, item: EventInput, settings: Settings) -> bytes:
     return data
 
 
+async def append_events(
+    script: AsyncScript, keys: Keys, events: Sequence[Event], now_ms: int
+) -> int:
+    """Appends events to the stream, each once (the ledger skips ids appended before);
+    returns how many were appended. `script` is the loaded append_events.lua."""
+    args: list[EncodableT] = [now_ms]
+    for event in events:
+        args += [event.id, event.name, event_json(event), event.idempotency_key]
+    appended = await script(keys=[keys.events, keys.events_accepted], args=args)
+    return int(appended)
+
+
 class EventIngest:
     def __init__(self, engine: AsyncEngine, redis: Redis, keys: Keys, settings: Settings,
                  telemetry: Telemetry | None = None) -> None:
@@ -108,10 +121,9 @@ class EventIngest:
             for item, data in zip(inputs, datas, strict=True)
         ]
         await store.insert_events(self._engine, events, now_ms)
-        args: list[EncodableT] = []
-        for event in events:
-            args += [event.id, event.name, event_json(event), event.idempotency_key]
-        await self._append(keys=[self._keys.events], args=args)
+        # Dying here leaves the events in SQL only: the reconciler (server/events/reconcile.py)
+        # finds them missing from the accepted ledger and appends them.
+        await append_events(self._append, self._keys, events, int(time.time() * 1000))
         if received:
             self._telemetry.events_received(len(events))
         return [e.id for e in events]

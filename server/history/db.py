@@ -6,6 +6,7 @@ SQLite (dev) and PostgreSQL (production) share all code; only connection setup a
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,20 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 # Serialises concurrent `migrate()` calls of several server processes on one PostgreSQL.
 _MIGRATE_LOCK_KEY = 0x706C616974  # "plait"
 _SQLITE_BUSY_TIMEOUT_MS = 5_000
+# PRAGMA synchronous per durability mode. FULL fsyncs the WAL at every commit, so a commit
+# that returned survives a power cut; NORMAL fsyncs only at checkpoints (a power cut may lose
+# the last commits, never corrupt the file).
+SQLITE_SYNCHRONOUS = {"fsync": "FULL", "relaxed": "NORMAL"}
 
 Insert = postgresql.Insert | sqlite.Insert
 
 
-async def open_database(url: str) -> AsyncEngine:
-    """Creates the engine for `url` (postgresql+asyncpg:// or sqlite+aiosqlite://)."""
+async def open_database(url: str, durability: str = "fsync") -> AsyncEngine:
+    """Creates the engine for `url` (postgresql+asyncpg:// or sqlite+aiosqlite://).
+
+    `durability` (Settings.durability) sets SQLite's PRAGMA synchronous; PostgreSQL keeps
+    its own settings (synchronous_commit on by default: a commit is flushed to its WAL).
+    """
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -41,7 +50,8 @@ async def open_database(url: str) -> AsyncEngine:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        synchronous = SQLITE_SYNCHRONOUS[durability]
+        event.listen(engine.sync_engine, "connect", partial(_sqlite_pragmas, synchronous))
         return engine
     if parsed.drivername == "postgresql+asyncpg":
         return create_async_engine(
@@ -53,14 +63,13 @@ async def open_database(url: str) -> AsyncEngine:
     )
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets the dashboard read while the history writer writes; NORMAL is durable enough
-    # under WAL (a power cut may lose the last commits, never corrupt the file); the busy
-    # timeout makes a second writer wait instead of failing at once.
+def _sqlite_pragmas(synchronous: str, dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the dashboard read while the history writer writes; the busy timeout makes a
+    # second writer wait instead of failing at once.
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
     finally:
         cursor.close()
