@@ -5,16 +5,20 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
-from server.runner.expressions import compile_expression
+import structlog
+
+from server.errors import InvalidArgument
+from server.runner.expressions import Expression, compile_expression
 from server.types import EventTrigger, FunctionConfig, FunctionId
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
     function: FunctionConfig
-    program: Any | None  # compiled CEL, None when the trigger has no expression
+    program: Expression | None  # compiled CEL, None when the trigger has no expression
 
 
 class FunctionIndex:
@@ -43,8 +47,15 @@ class FunctionIndex:
             for i, trigger in enumerate(fn.triggers):
                 if not isinstance(trigger, EventTrigger):
                     continue
-                program = (compile_expression(f"triggers[{i}].expression", trigger.expression)
-                           if trigger.expression else None)
+                try:
+                    program = (compile_expression(f"triggers[{i}].expression",
+                                                  trigger.expression)
+                               if trigger.expression else None)
+                except InvalidArgument as e:
+                    # Registered before a stricter rule (the cost budget): this trigger starts
+                    # nothing, and the rest of the index still loads.
+                    log.warning("trigger.expression_refused", function_id=fn.id, error=e.message)
+                    continue
                 candidate = Candidate(fn, program)
                 if "*" in trigger.event:
                     wildcards.append((trigger.event, candidate))
