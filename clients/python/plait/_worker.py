@@ -27,9 +27,44 @@ _FATAL_CODES = frozenset(
         grpc.StatusCode.INVALID_ARGUMENT,
         grpc.StatusCode.UNAUTHENTICATED,
         grpc.StatusCode.PERMISSION_DENIED,
+        # The server refused what was registered (a registration that would remove an app's
+        # functions): the app needs a fix, not a retry.
+        grpc.StatusCode.FAILED_PRECONDITION,
         grpc.StatusCode.UNIMPLEMENTED,
     }
 )
+
+
+PemSource = str | os.PathLike[str] | bytes
+
+
+def _pem(name: str, source: PemSource | None) -> bytes | None:
+    if source is None or isinstance(source, bytes):
+        return source
+    try:
+        with open(source, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise ValueError(f"Worker {name} has value {str(source)!r}: {exc.strerror}.") from None
+
+
+def _credentials(
+    credentials: grpc.ChannelCredentials | None,
+    tls_ca: PemSource | None,
+    tls_cert: PemSource | None,
+    tls_key: PemSource | None,
+) -> grpc.ChannelCredentials | None:
+    if (tls_cert is None) != (tls_key is None):
+        raise ValueError("Worker tls_cert and tls_key go together (a client certificate).")
+    if tls_ca is None and tls_cert is None:
+        return credentials
+    if credentials is not None:
+        raise ValueError("Worker takes credentials or tls_ca/tls_cert/tls_key, not both.")
+    return grpc.ssl_channel_credentials(
+        root_certificates=_pem("tls_ca", tls_ca),
+        private_key=_pem("tls_key", tls_key),
+        certificate_chain=_pem("tls_cert", tls_cert),
+    )
 
 
 class Worker:
@@ -45,8 +80,15 @@ class Worker:
         instance_id: str | None = None,
         shutdown_grace_s: float = 10.0,
         credentials: grpc.ChannelCredentials | None = None,
+        tls_ca: str | os.PathLike[str] | bytes | None = None,
+        tls_cert: str | os.PathLike[str] | bytes | None = None,
+        tls_key: str | os.PathLike[str] | bytes | None = None,
     ) -> None:
         """`token` is sent as "authorization: Bearer <token>"; `credentials` turns on TLS.
+
+        Or TLS from PEM files (a path, or the PEM bytes): `tls_ca` the CA that signed the
+        server's certificate (None: the system's roots), `tls_cert` and `tls_key` this worker's
+        client certificate when the server asks for one (mutual TLS). Any of them turns TLS on.
 
         `max_concurrent_jobs` (1..10,000) is the credit the server may use; on stop, held jobs
         get `shutdown_grace_s` seconds to finish before they are abandoned for redelivery.
@@ -68,7 +110,7 @@ class Worker:
         self._max_concurrent_jobs = max_concurrent_jobs
         self._instance_id = instance_id or f"{socket.gethostname()}:{os.getpid()}"
         self._grace_s = shutdown_grace_s
-        self._credentials = credentials
+        self._credentials = _credentials(credentials, tls_ca, tls_cert, tls_key)
         self._stop = asyncio.Event()
         self._finished = asyncio.Event()
         self._main: asyncio.Task[None] | None = None

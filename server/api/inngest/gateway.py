@@ -29,6 +29,7 @@ from server.drivers.http._request import server_kind
 from server.errors import InvalidArgument, PlaitError, Unauthenticated, http_status
 from server.history import store
 from server.history.store import function_config_to_json
+from server.runner.guard import refuse_wipe
 from server.runner.registry import Registry
 from server.state import StateStore
 
@@ -114,6 +115,7 @@ class InngestGateway:
         reg = parsed.registration
         before = {function_config_to_json(f.config)
                   for f in await store.list_functions(self._engine, reg.app_id)}
+        await refuse_wipe(self._registry, reg, "functions")
         await self._registry.register(reg, int(time.time() * 1000))
         modified = before != {function_config_to_json(f) for f in reg.functions}
         self._registered[parsed.url] = reg.app_id

@@ -27,6 +27,7 @@ from server.drivers.grpc._convert import (
 )
 from server.errors import InvalidArgument, PlaitError, grpc_status
 from server.executor.executor import Executor
+from server.runner.guard import refuse_wipe
 from server.runner.registry import Registry
 from server.state import Outcome
 from server.telemetry.telemetry import Telemetry, outcome_of
@@ -169,6 +170,7 @@ class GrpcDriver(queue_pb2_grpc.QueueServiceServicer):
         if first.WhichOneof("message") != "register":
             raise InvalidArgument("register", "the first message must be register")
         reg = registration_from_pb(first.register, self._settings.default_retries)
+        await refuse_wipe(self._registry, reg, "register.functions")
         await self._registry.register(reg, int(time.time() * 1000))
         conn = _Connection(
             id=ConnectionId(str(ULID())), app_id=reg.app_id,

@@ -1,0 +1,24 @@
+"""A registration never wipes an app by accident: one with no functions, for an app that has
+some, is refused (a worker started without its functions imported would remove them all)."""
+
+from __future__ import annotations
+
+from server.errors import FailedPrecondition
+from server.runner.registry import Registry
+from server.types import AppRegistration
+
+
+async def refuse_wipe(registry: Registry, reg: AppRegistration, field: str) -> None:
+    """FailedPrecondition naming `field` when `reg` has no functions and its app has some.
+
+    Neither protocol has a field that asks for a removal on purpose, so there is no override.
+    """
+    if reg.functions:
+        return
+    await registry.refresh()  # another process may have registered the app since
+    held = sum(1 for f in registry.index.all() if f.app_id == reg.app_id)
+    if held:
+        raise FailedPrecondition(
+            f"{field}: is empty, and app {reg.app_id!r} has {held} function(s); a registration "
+            "with no functions would remove them all, so it is refused (register the app "
+            "with its functions)")
