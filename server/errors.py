@@ -46,6 +46,11 @@ class Unavailable(PlaitError):
     pass
 
 
+class StorageError(Unavailable):
+    """Redis answered a call with an error (out of memory, a failing script): nothing of it
+    may be taken as applied; the caller keeps what it holds and tries again later."""
+
+
 class ConfigError(PlaitError):
     """A setting has a bad value; names the flag or variable."""
 

@@ -15,7 +15,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 from redis.typing import EncodableT
 
-from server.errors import FailedPrecondition, NotFound, PlaitError
+from server.errors import FailedPrecondition, NotFound, PlaitError, StorageError
 
 
 def load_script(
@@ -33,8 +33,8 @@ ScriptCall = tuple[AsyncScript, Sequence[EncodableT], Sequence[EncodableT]]
 
 
 async def call_pipelined(redis: Redis, calls: Sequence[ScriptCall]) -> list[Any]:
-    """Runs (script, keys, args) calls in one pipelined round trip of EVALSHAs; errors come
-    back as exception objects in the replies.
+    """Runs (script, keys, args) calls in one pipelined round trip of EVALSHAs; Redis' error
+    replies come back as exception objects in the replies (see `storage_error`).
 
     redis-py's pipeline would first send SCRIPT EXISTS for its scripts, a second round trip
     on the step path. A call answered NOSCRIPT (Redis restarted, SCRIPT FLUSH) did not run:
@@ -73,8 +73,23 @@ class RunNotRunning(FailedPrecondition):
 _FAILURES: dict[int, type[PlaitError]] = {-1: NotFound, -2: StaleLease, -3: RunNotRunning}
 
 
+def storage_error(reply: Any, what: str) -> StorageError | None:
+    """The StorageError of a reply that is Redis' own error (OOM, a script that failed, ...),
+    as a pipeline hands it back; None for a script's answer, named failures included."""
+    if isinstance(reply, Exception):
+        error = StorageError(f"{what}: Redis answered {type(reply).__name__}: {reply}")
+        error.__cause__ = reply
+        return error
+    return None
+
+
 def check(reply: Any, what: str) -> Any:
-    """Turns a script's negative reply into its named exception (one convention for all)."""
+    """Turns a script's negative reply into its named exception (one convention for all),
+    and an error reply from Redis itself into StorageError: never taken for a named failure
+    such as a stale lease, so the caller keeps what it holds."""
+    error = storage_error(reply, what)
+    if error is not None:
+        raise error
     if isinstance(reply, int) and reply < 0:
         raise _FAILURES.get(reply, PlaitError)(f"{what}: script returned {reply}")
     return reply

@@ -10,14 +10,15 @@ from collections.abc import Sequence
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from server.config import Settings
-from server.drivers import Driver
+from server.drivers import DATA_ERRORS, Driver, undeliverable
+from server.errors import StorageError
 from server.executor.opcodes import checked
 from server.keys import ShardKeys
 from server.queue import Queue
-from server.queue.queue import HeldLease
+from server.queue.queue import HeldLease, Redelivery
 from server.state import Applied, Outcome, StateStore
 from server.tasks import raise_if_cancelling
 from server.telemetry.telemetry import Telemetry
@@ -28,6 +29,13 @@ log = structlog.get_logger(__name__)
 LEASE_BATCH = 512
 IDLE_POLL_S = 0.05  # another process may have queued work; in-process work wakes us at once
 SCAVENGE_INTERVAL_S = 1.0
+# Redis refused a call (an error reply such as OOM): the loop waits this long and goes on.
+REFUSED_RETRY_S = 0.5
+# A commit Redis refused is tried again, from this delay doubling to a second, for at most the
+# lease time; the lease fences it, so a late success after a redelivery is dropped as stale.
+COMMIT_RETRY_FIRST_S = 0.05
+UNPLACED = "no worker could take the job"
+WORKER_GONE = "the worker disconnected holding the job"
 
 
 def _now_ms() -> int:
@@ -42,6 +50,7 @@ class Executor:
         self._queue = queue
         self._state = state
         self._settings = settings
+        self._redelivery = Redelivery.of(settings)
         self._telemetry = telemetry or Telemetry()
         self._drivers: list[Driver] = []
         # One event per lease loop: wake() must reach every shard's loop.
@@ -69,47 +78,91 @@ class Executor:
         while True:
             raise_if_cancelling()
             wakeup.clear()
-            wait_s = IDLE_POLL_S
-            for driver in self._drivers:
-                total = driver.total_capacity()
-                if total <= 0:
-                    continue
-                caps = list(driver.capacity().items())
-                # Rotate the order so no function is always first in the fair split.
-                self._rotation = (self._rotation + 1) % max(1, len(caps))
-                caps = caps[self._rotation:] + caps[: self._rotation]
-                now = _now_ms()
-                jobs, next_due = await self._queue.lease(
-                    shard, caps, min(total, LEASE_BATCH), now)
-                if jobs:
-                    if self._telemetry.tracing:
-                        jobs = self._telemetry.with_trace_context(jobs)
-                    unplaced = await driver.dispatch(jobs)
-                    if unplaced:
-                        await self._queue.release(
-                            [HeldLease(j.job_id, j.lease_id, j.run_id) for j in unplaced], now)
-                    wait_s = 0
-                elif next_due >= 0:
-                    wait_s = min(wait_s, max(0.0, (next_due - now) / 1000))
+            try:
+                wait_s = await self._lease_once(shard)
+            except (ResponseError, StorageError) as e:  # Redis refused (OOM): not a crash
+                log.warning("lease.refused", shard=shard.shard, error=str(e))
+                wait_s = REFUSED_RETRY_S
             if wait_s > 0:
                 try:
                     await asyncio.wait_for(wakeup.wait(), wait_s)
                 except TimeoutError:
                     pass
 
+    async def _lease_once(self, shard: ShardKeys) -> float:
+        """Leases and dispatches for every driver once; returns how long to wait for more."""
+        wait_s = IDLE_POLL_S
+        for driver in self._drivers:
+            total = driver.total_capacity()
+            if total <= 0:
+                continue
+            caps = list(driver.capacity().items())
+            # Rotate the order so no function is always first in the fair split.
+            self._rotation = (self._rotation + 1) % max(1, len(caps))
+            caps = caps[self._rotation:] + caps[: self._rotation]
+            now = _now_ms()
+            jobs, next_due = await self._queue.lease(shard, caps, min(total, LEASE_BATCH), now)
+            if jobs:
+                if self._telemetry.tracing:
+                    jobs = self._telemetry.with_trace_context(jobs)
+                await self._dispatch(driver, jobs)
+                wait_s = 0
+            elif next_due >= 0:
+                wait_s = min(wait_s, max(0.0, (next_due - now) / 1000))
+        return wait_s
+
+    async def _dispatch(self, driver: Driver, jobs: Sequence[Job]) -> None:
+        """Hands leased jobs to a driver. A driver that raises gets them one by one, so the
+        error stays with the job that causes it (see dispatch_failed)."""
+        try:
+            unplaced = await driver.dispatch(jobs)
+        except Exception as e:
+            log.warning("dispatch.failed", jobs=len(jobs), error=repr(e)[:500])
+            unplaced = []
+            for job in jobs:
+                try:
+                    unplaced += await driver.dispatch([job])
+                except Exception as one:
+                    await self.dispatch_failed(job, one)
+        if unplaced:
+            await self.release(unplaced, UNPLACED)
+
+    async def dispatch_failed(self, job: Job, error: Exception) -> None:
+        """Confines an error met while sending one held job: a fault of the job's own data
+        fails its run now (non-retriable, naming the error); any other hands the job back,
+        with the redelivery backoff and cap. Never raises but CancelledError: when Redis
+        refuses even this, the lease expires and the scavenger hands the job back."""
+        with structlog.contextvars.bound_contextvars(run_id=job.run_id, job_id=job.job_id):
+            try:
+                if isinstance(error, DATA_ERRORS):
+                    log.warning("job.undeliverable", error=repr(error)[:500])
+                    await self.commit([(job, undeliverable(error))], relock=False)
+                else:
+                    log.warning("job.dispatch_failed", error=repr(error)[:500])
+                    await self.release([job], f"sending it failed: {type(error).__name__}: "
+                                              f"{error}")
+            except Exception:
+                log.warning("job.quarantine_failed", exc_info=True)
+
     async def _scavenge_loop(self) -> None:
         while True:
             raise_if_cancelling()
             await asyncio.sleep(SCAVENGE_INTERVAL_S)
             for shard in self._queue.keys.all_shards():
-                requeued = await self._queue.requeue_expired(shard, _now_ms())
-                if requeued:
-                    log.warning("lease.expired", shard=shard.shard, jobs=requeued)
-                    self.wake()
-                for run_id, held in await self._state.time_out_runs(shard, _now_ms()):
-                    log.info("run.timed_out", run_id=run_id, reason="finish")
-                    if held:
-                        await self._tell_drivers_cancelled(run_id)
+                try:
+                    await self._scavenge(shard)
+                except (ResponseError, StorageError) as e:  # Redis refused (OOM): next turn
+                    log.warning("scavenge.refused", shard=shard.shard, error=str(e))
+
+    async def _scavenge(self, shard: ShardKeys) -> None:
+        requeued = await self._queue.requeue_expired(shard, _now_ms(), policy=self._redelivery)
+        if requeued:
+            log.warning("lease.expired", shard=shard.shard, jobs=requeued)
+            self.wake()
+        for run_id, held in await self._state.time_out_runs(shard, _now_ms()):
+            log.info("run.timed_out", run_id=run_id, reason="finish")
+            if held:
+                await self._tell_drivers_cancelled(run_id)
 
     async def _tell_local_drivers(self, run_id: RunId) -> bool:
         for driver in self._drivers:
@@ -153,13 +206,16 @@ class Executor:
     async def commit(
         self, results: Sequence[tuple[Job, Opcode]], relock: bool
     ) -> list[Applied]:
-        """Applies opcodes answered for held jobs; wakes the lease loop when work was queued."""
+        """Applies opcodes answered for held jobs; wakes the lease loop when work was queued.
+        Raises StorageError when Redis kept refusing a commit (OOM, ...): the caller must keep
+        or hand back the jobs, never take their results as applied or dropped."""
         checked_results = [
             (job, checked(op, self._settings.max_step_output_bytes,
-                          self._settings.max_event_bytes, job.target_step))
+                          self._settings.max_event_bytes, job.target_step,
+                          self._settings.max_error_bytes))
             for job, op in results
         ]
-        applied = await self._state.apply(checked_results, _now_ms(), relock)
+        applied = await self._apply(checked_results, relock)
         for (job, _), outcome in zip(checked_results, applied, strict=True):
             if outcome.outcome in (Outcome.STALE, Outcome.NOT_RUNNING):
                 log.info("result.dropped", run_id=job.run_id, job_id=job.job_id,
@@ -172,6 +228,25 @@ class Executor:
             applied = [self._traced(a) for a in applied]
         return applied
 
+    async def _apply(self, results: Sequence[tuple[Job, Opcode]], relock: bool) -> list[Applied]:
+        """state.apply, trying again the results Redis refused (Outcome.UNAVAILABLE)."""
+        applied = await self._state.apply(results, _now_ms(), relock)
+        deadline = time.monotonic() + self._settings.lease_ms / 1000
+        delay_s = COMMIT_RETRY_FIRST_S
+        while refused := [i for i, a in enumerate(applied) if a.outcome is Outcome.UNAVAILABLE]:
+            if time.monotonic() + delay_s > deadline:
+                if any(a.outcome is not Outcome.UNAVAILABLE for a in applied):
+                    self.wake()  # what was applied stays applied
+                raise StorageError(f"commit of {len(refused)} result(s): Redis answered "
+                                   f"{applied[refused[0]].error}")
+            log.warning("commit.refused", results=len(refused), error=applied[refused[0]].error)
+            await asyncio.sleep(delay_s)
+            delay_s = min(1.0, delay_s * 2)
+            again = await self._state.apply([results[i] for i in refused], _now_ms(), relock)
+            for i, a in zip(refused, again, strict=True):
+                applied[i] = a
+        return applied
+
     def _traced(self, applied: Applied) -> Applied:
         """A relocked next job with the traceparent of its own step span."""
         if applied.next_job is None:
@@ -179,11 +254,14 @@ class Executor:
         (job,) = self._telemetry.with_trace_context([applied.next_job])
         return dataclasses.replace(applied, next_job=job)
 
-    async def release(self, jobs: Sequence[Job]) -> None:
-        """Hands jobs back for redelivery (their worker went away)."""
+    async def release(self, jobs: Sequence[Job], reason: str = WORKER_GONE) -> None:
+        """Hands held jobs back without an answer (their worker went away, the driver could
+        not deliver them): redelivered after the backoff; past the cap their run fails,
+        naming `reason`."""
         if jobs:
             await self._queue.release(
-                [HeldLease(j.job_id, j.lease_id, j.run_id) for j in jobs], _now_ms())
+                [HeldLease(j.job_id, j.lease_id, j.run_id) for j in jobs], _now_ms(), reason,
+                self._redelivery)
             self.wake()
 
     async def extend(self, jobs: Sequence[Job]) -> None:

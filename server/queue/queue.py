@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.typing import EncodableT
 
+from server.config import Settings
 from server.keys import Keys, ShardKeys
 from server.luascript import load_script
 from server.state.waits import CANCEL, cancel_field, new_wait
@@ -32,6 +33,7 @@ from server.types import (
 
 _PKG = "server.queue"
 _WAITS = "server.state:_waits"
+_REDELIVER = (_WAITS, "_redeliver")
 # Deadline of one Redis call on the step path (the client has no per-reply socket timeout).
 REDIS_CALL_S = 10.0
 
@@ -61,6 +63,30 @@ class NewRun:
             start_timeout_ms=fn.start_timeout_ms, finish_timeout_ms=fn.finish_timeout_ms,
             cancel_on=fn.cancel_on,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Redelivery:
+    """How jobs handed back without an answer come back: the k-th hand-back in a row is due
+    after min(max_backoff_ms, backoff_ms * 2^(k-1)); one past `max_redeliveries` fails the
+    run (RedeliveryLimitError). The defaults are Settings' defaults."""
+
+    max_redeliveries: int = 20
+    backoff_ms: int = 200
+    max_backoff_ms: int = 300_000
+
+    @classmethod
+    def of(cls, settings: Settings) -> Redelivery:
+        return cls(settings.max_redeliveries, settings.redelivery_backoff_ms,
+                   settings.backoff_max_ms)
+
+    def delay_ms(self, redeliveries: int) -> int:
+        """When the job handed back for the `redeliveries`-th time in a row is due again."""
+        return min(self.max_backoff_ms, self.backoff_ms << min(max(redeliveries - 1, 0), 40))
+
+
+# A reason is kept in the job hash and may end up in a run's error: a sentence, not a dump.
+MAX_REASON_CHARS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +147,9 @@ class Queue:
         self._enqueue = load_script(redis, _PKG, "enqueue_runs", prelude=_WAITS)
         self._lease = load_script(redis, _PKG, "lease", prelude=_WAITS)
         self._extend = load_script(redis, _PKG, "extend")
-        self._release = load_script(redis, _PKG, "release")
-        self._requeue = load_script(redis, _PKG, "requeue_expired")
+        # Both may end a run (past the redelivery cap), and with it its wait entries.
+        self._release = load_script(redis, _PKG, "release", prelude=_REDELIVER)
+        self._requeue = load_script(redis, _PKG, "requeue_expired", prelude=_REDELIVER)
 
     @property
     def keys(self) -> Keys:
@@ -172,12 +199,37 @@ class Queue:
     async def extend(self, leases: Sequence[HeldLease], now_ms: int) -> int:
         return await self._per_shard(self._extend, leases, now_ms + self.lease_ms)
 
-    async def release(self, leases: Sequence[HeldLease], now_ms: int) -> int:
-        """Hands jobs back at once (a redelivery, not a retry)."""
-        return await self._per_shard(self._release, leases, now_ms)
+    async def release(self, leases: Sequence[HeldLease], now_ms: int, reason: str,
+                      policy: Redelivery = Redelivery()) -> int:
+        """Hands jobs back without an answer: a redelivery, not a retry, due after the
+        policy's backoff; a job over the cap fails its run, naming `reason`. Returns the
+        number of jobs handed back (leases no longer current are ignored)."""
+        by_shard: dict[int, list[HeldLease]] = {}
+        for held in leases:
+            by_shard.setdefault(self._keys.for_run(held.run_id).shard, []).append(held)
+        total = 0
+        for n, group in by_shard.items():
+            sk = self._keys.shard(n)
+            args = self._redelivery_args(sk, now_ms, policy)
+            args.append(reason[:MAX_REASON_CHARS])
+            for held in group:
+                args += [held.job_id, held.lease_id]
+            async with asyncio.timeout(REDIS_CALL_S):
+                total += int(await self._release(keys=[sk.leased, sk.history], args=args))
+        return total
 
-    async def requeue_expired(self, shard: ShardKeys, now_ms: int, limit: int = 500) -> int:
-        return int(await self._requeue(keys=[shard.leased], args=[now_ms, shard.tag, limit]))
+    async def requeue_expired(self, shard: ShardKeys, now_ms: int, limit: int = 500,
+                              policy: Redelivery = Redelivery()) -> int:
+        """Hands back the jobs whose lease expired, as `release` does."""
+        args = self._redelivery_args(shard, now_ms, policy)
+        args.append(limit)
+        async with asyncio.timeout(REDIS_CALL_S):
+            return int(await self._requeue(keys=[shard.leased, shard.history], args=args))
+
+    def _redelivery_args(self, sk: ShardKeys, now_ms: int,
+                         policy: Redelivery) -> list[EncodableT]:
+        return [now_ms, sk.tag, policy.backoff_ms, policy.max_backoff_ms,
+                policy.max_redeliveries, self._finished_run_ttl_s]
 
     async def _per_shard(self, script: object, leases: Sequence[HeldLease], first: int) -> int:
         by_shard: dict[int, list[HeldLease]] = {}

@@ -17,13 +17,12 @@ from enum import StrEnum
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 from redis.typing import EncodableT
 from ulid import ULID
 
 from server.config import Settings
 from server.keys import Keys, ShardKeys
-from server.luascript import ScriptCall, call_pipelined, check, load_script
+from server.luascript import ScriptCall, call_pipelined, check, load_script, storage_error
 from server.state.waits import INVOKE, WAIT, WaitEntry, new_wait, step_field
 from server.types import (
     FUNCTION_FINISHED,
@@ -63,6 +62,9 @@ class Outcome(StrEnum):
     FINISHED = "finished"  # the run completed or failed
     STALE = "stale"  # the lease was no longer current: nothing applied
     NOT_RUNNING = "not_running"  # the run was cancelled meanwhile: nothing applied
+    # Redis answered the script with an error (OOM, ...): not applied, and not to be dropped
+    # either; the executor tries again, then raises StorageError (server/errors.py).
+    UNAVAILABLE = "unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,8 +203,8 @@ class StateStore:
                 json.dumps([event]), *wait.lua_args()]
 
     def _applied(self, job: Job, op: Opcode, reply: Any, relock_expires: int) -> Applied:
-        if isinstance(reply, ResponseError):
-            return Applied(Outcome.STALE, error=str(reply))
+        if storage_error(reply, "apply") is not None:
+            return Applied(Outcome.UNAVAILABLE, error=str(reply))
         if reply == -2:
             return Applied(Outcome.STALE, error="lease no longer current")
         if reply == -3:

@@ -17,6 +17,7 @@ import httpx
 import structlog
 
 from server.config import Mode, Settings
+from server.drivers import DATA_ERRORS, undeliverable
 from server.drivers.http import signing
 from server.drivers.http._request import build_call
 from server.drivers.http._response import opcode_from_response
@@ -40,6 +41,14 @@ log = structlog.get_logger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
 RELEASE_TIMEOUT_S = 5.0
+
+
+class _Undelivered(Exception):
+    """A call got no answer from the app (refused, reset, timed out): the job goes back."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(eq=False)
@@ -158,30 +167,43 @@ class HttpDriver:
                     self._calls[current.job_id] = _Call(current, task)
         except asyncio.CancelledError:
             if current is not None:
-                await self._release(current)
+                await self._release(current, "the call to the app was cancelled")
             raise
-        except Exception:
+        except _Undelivered as e:
+            if current is not None:
+                await self._release(current, e.reason)
+        except Exception as e:
+            # Confined to this job: it comes back after the redelivery backoff, and its run
+            # fails past the cap; the driver and the other calls go on.
             log.exception("sdk.call_failed", run_id=job.run_id, function_id=fn.id)
             if current is not None:
-                await self._release(current)
+                await self._release(current, f"the call to the app failed: "
+                                             f"{type(e).__name__}: {e}")
         finally:
             if current is not None:
                 self._calls.pop(current.job_id, None)
             self._inflight[fn.app_id] = self._inflight.get(fn.app_id, 1) - 1
             self._executor.capacity_changed()
 
-    async def _release(self, job: Job) -> None:
+    async def _release(self, job: Job, reason: str) -> None:
         try:
             async with asyncio.timeout(RELEASE_TIMEOUT_S):
-                await asyncio.shield(self._executor.release([job]))
+                await asyncio.shield(self._executor.release([job], reason))
         except Exception:  # the lease expires and the scavenger requeues the job instead
             log.warning("sdk.release_failed", run_id=job.run_id, job_id=job.job_id)
 
     async def _call(self, job: Job, fn: FunctionConfig) -> Opcode:
-        """One request to the app; transport failures are retriable function errors."""
+        """One request to the app. A job whose data cannot be encoded fails its run (sending
+        it again cannot help); a call that got no answer (refused, timed out) raises
+        _Undelivered: the job is handed back, never answered by a retry at once."""
         assert self._client is not None
         stack = await self._state.stack(job.run_id) if job.steps else []
-        call = build_call(job, fn.url, stack, self._settings)
+        try:
+            call = build_call(job, fn.url, stack, self._settings)
+        except DATA_ERRORS as e:
+            log.warning("sdk.undeliverable", run_id=job.run_id, job_id=job.job_id,
+                        error=repr(e)[:500])
+            return undeliverable(e)
         # The dispatch span and plait_gateway_calls_total (server/telemetry).
         self._telemetry.dispatch_started(job, "http", call.url)
         with structlog.contextvars.bound_contextvars(
@@ -190,9 +212,10 @@ class HttpDriver:
                 response = await self._client.post(call.url, content=call.body,
                                                    headers=call.headers)
             except httpx.HTTPError as e:
-                log.info("sdk.unreachable", url=call.url, error=str(e) or type(e).__name__)
-                self._telemetry.dispatch_ended(job, "error", error=str(e) or type(e).__name__)
-                return RunFailed(ErrorInfo(type(e).__name__, f"calling {call.url}: {e}"))
+                error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+                log.info("sdk.unreachable", url=call.url, error=error)
+                self._telemetry.dispatch_ended(job, "error", error=error)
+                raise _Undelivered(f"calling {call.url}: {error}") from e
             headers = {k.lower(): v for k, v in response.headers.items()}
             body = response.content
             if not self._signed(response.status_code, headers, body):

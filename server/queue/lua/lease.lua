@@ -8,7 +8,8 @@
 -- step a job runs ('' for a run's main job); next_due_ms is the earliest score left in those
 -- ready sets, -1 when they are empty.
 -- A leased job's hash keeps `ready` (when it became runnable) and `leased` (now), which the
--- opcode scripts copy into the attempt's history record for its spans.
+-- opcode scripts copy into the attempt's history record for its spans. A job handed back
+-- without an answer (server/queue/lua/_redeliver.lua) gets its new lease in `redelivery_lease`.
 -- Timeouts: a queued run past its `start_by` (ms) or a running one past its `finish_by` ends
 -- here as failed (StartTimeoutError / FinishTimeoutError) instead of being leased; a run that
 -- starts gets `finish_by` = now + its `finish_ms` and joins the shard's deadlines zset, which
@@ -51,7 +52,7 @@ while remaining > 0 and #active > 0 do
       local id = ids[j]
       redis.call('ZREM', ready, id)
       local jk = tag .. ':job:' .. id
-      local job = redis.call('HMGET', jk, 'run', 'fn', 'attempt', 'step')
+      local job = redis.call('HMGET', jk, 'run', 'fn', 'attempt', 'step', 'redelivery_lease')
       local rk = job[1] and (tag .. ':run:' .. job[1])
       local run = rk and redis.call('HMGET', rk, 'status', 'event', 'max', 'created',
         'start_by', 'finish_by', 'finish_ms', 'app') or {}
@@ -68,6 +69,10 @@ while remaining > 0 and #active > 0 do
         -- A new run's first job is queued at 0, "at once": it waited since the run's creation.
         local ready_at = math.max(tonumber(ids[j + 1]), tonumber(run[4]) or 0)
         redis.call('HSET', jk, 'lease', lease, 'ready', ready_at, 'leased', now)
+        -- A redelivery's lease: a hand-back of it continues the job's redelivery count.
+        if job[5] == 'pending' then
+          redis.call('HSET', jk, 'redelivery_lease', lease)
+        end
         redis.call('ZADD', leased, expires, id)
         if run[1] == 'queued' then
           redis.call('HSET', rk, 'status', 'running', 'started', now)

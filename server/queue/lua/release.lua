@@ -1,21 +1,21 @@
--- Hand leased jobs back to their ready sets at once (their worker's stream closed). This is a
--- redelivery, not a retry: the attempt count is unchanged and a redelivery counter grows.
--- KEYS[1] leased zset
--- ARGV[1] now_ms  ARGV[2] shard key tag  ARGV[3..] job_id, lease_id pairs
--- Returns the number of jobs released.
-local leased = KEYS[1]
-local tag = ARGV[2]
+-- Hand leased jobs back without an answer (their worker's stream closed, the driver could not
+-- call the app). A redelivery, not a retry: the attempt count is unchanged, the job is due
+-- again after the redelivery backoff, and past the cap its run fails (see _redeliver.lua,
+-- loaded before this script).
+-- KEYS[1] leased zset  KEYS[2] history stream
+-- ARGV[1..6] as in _redeliver.lua  ARGV[7] why the jobs are handed back
+-- ARGV[8..] job_id, lease_id pairs
+-- Returns the number of jobs handed back (queued again or over the cap).
+local reason = ARGV[7]
 local count = 0
-for i = 3, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   local id = ARGV[i]
   local jk = tag .. ':job:' .. id
-  local job = redis.call('HMGET', jk, 'lease', 'fn')
-  if job[1] == ARGV[i + 1] and job[1] ~= '' then
-    redis.call('ZREM', leased, id)
-    redis.call('HSET', jk, 'lease', '')
-    redis.call('HINCRBY', jk, 'redeliveries', 1)
-    redis.call('ZADD', tag .. ':ready:' .. job[2], ARGV[1], id)
-    count = count + 1
+  local lease = redis.call('HGET', jk, 'lease')
+  if lease and lease ~= '' and lease == ARGV[i + 1] then
+    if hand_back(id, jk, lease, reason) > 0 then
+      count = count + 1
+    end
   end
 end
 return count
