@@ -38,7 +38,8 @@ async def check_redis(redis: Redis, durability: str) -> bool:
     except (RedisError, OSError, TimeoutError) as e:
         # Managed Redis services often rename or disable CONFIG.
         if durability == "fsync":
-            log.warning(REDIS_DURABILITY_UNKNOWN, error=repr(e), promise=_promise(None, None))
+            log.warning(REDIS_DURABILITY_UNKNOWN, error=f"{type(e).__name__}: {e}",
+                        promise=_promise(None, None))
         return False
     appendonly, appendfsync = _text(config, "appendonly"), _text(config, "appendfsync")
     durable = appendonly == "yes" and appendfsync == "always"
@@ -60,7 +61,8 @@ async def check_postgres(engine: AsyncEngine, durability: str) -> bool:
             fsync = (await conn.execute(text("SHOW fsync"))).scalar()
             commit = (await conn.execute(text("SHOW synchronous_commit"))).scalar()
     except (SQLAlchemyError, OSError, TimeoutError) as e:
-        log.warning(SQL_NOT_DURABLE, error=repr(e), promise="unknown: the settings were unreadable")
+        log.warning(SQL_NOT_DURABLE, error=f"{type(e).__name__}: {e}",
+                    promise="unknown: the settings were unreadable")
         return False
     durable = fsync == "on" and commit != "off"
     if durability == "fsync" and not durable:

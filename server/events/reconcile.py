@@ -70,7 +70,7 @@ class Reconciler:
                 async with asyncio.timeout(_PASS_TIMEOUT_S):
                     await self.reconcile(int(time.time() * 1000))
             except (RedisError, SQLAlchemyError, OSError, TimeoutError) as e:
-                log.warning(RECONCILE_FAILED, error=repr(e))
+                log.warning(RECONCILE_FAILED, error=f"{type(e).__name__}: {e}")
             await asyncio.sleep(self._interval_s)
 
     async def reconcile(self, now_ms: int) -> int:

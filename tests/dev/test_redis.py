@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -11,7 +14,9 @@ from pathlib import Path
 import psutil
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
+from server.dev import redis as redis_module
 from server.dev.redis import EmbeddedRedis, find_redis_server, socket_path
 from server.errors import Unavailable
 from tests.e2e.harness import eventually
@@ -198,3 +203,99 @@ def test_redis_server_on_path_comes_first(tmp_path: Path) -> None:
     own.write_text("#!/bin/sh\n")
     own.chmod(0o755)
     assert find_redis_server(search_path=str(tmp_path)) == own
+
+
+async def appendfsync(url: str) -> str:
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    try:
+        return str((await client.config_get("appendfsync"))["appendfsync"])
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize(("durability", "expected"), [("fsync", "always"),
+                                                      ("relaxed", "everysec")])
+async def test_the_durability_mode_sets_when_redis_fsyncs_its_aof(
+    tmp_path: Path, durability: str, expected: str
+) -> None:
+    redis = EmbeddedRedis(tmp_path / "data", durability=durability)
+    try:
+        assert await appendfsync(await redis.start()) == expected
+    finally:
+        await redis.stop()
+
+
+async def test_the_default_is_an_fsync_before_every_reply(embedded: EmbeddedRedis) -> None:
+    assert await appendfsync(await embedded.start()) == "always"
+
+
+async def test_a_reused_redis_takes_the_durability_of_its_new_owner(tmp_path: Path) -> None:
+    relaxed = EmbeddedRedis(tmp_path / "data", durability="relaxed")
+    url = await relaxed.start()
+    strict = EmbeddedRedis(tmp_path / "data", durability="fsync")
+    try:
+        assert await strict.start() == url
+        assert strict.pid == relaxed.pid
+        assert await appendfsync(url) == "always"
+    finally:
+        await strict.stop()
+
+
+@contextlib.asynccontextmanager
+async def watching(redis: EmbeddedRedis) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(redis.watch())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_redis_killed_alone_is_restarted_from_its_aof_on_the_same_socket(
+    embedded: EmbeddedRedis,
+) -> None:
+    url = await embedded.start()
+    await put(url, "acknowledged", "kept")
+    first = embedded.pid
+    assert first is not None
+
+    async with watching(embedded) as task:
+        for _ in range(2):  # and again: a restarted Redis is watched too
+            killed = embedded.pid
+            assert killed is not None
+            os.kill(killed, signal.SIGKILL)
+            await until(lambda: embedded.pid not in (None, killed), "a new Redis")  # noqa: B023
+
+            async def answer() -> bytes | None:
+                try:
+                    return await get(url, "acknowledged")
+                except (RedisError, OSError):
+                    return None
+
+            assert await eventually(answer, lambda v: v is not None, 10, "Redis") == b"kept"
+            assert not task.done()
+    assert gone(first)
+
+
+async def test_watch_gives_up_after_repeated_failed_restarts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_module, "_RESTART_BACKOFF_S", (0.0,))
+    # Starts the real redis-server once; every later start fails.
+    marker = tmp_path / "started-once"
+    flaky = tmp_path / "redis-server"
+    flaky.write_text(f"#!/bin/sh\nif [ -e {marker} ]; then echo 'FATAL: broken' >&2; exit 3; fi\n"
+                     f"touch {marker}\nexec {find_redis_server()} \"$@\"\n")
+    flaky.chmod(0o755)
+    redis = EmbeddedRedis(tmp_path / "data", binary=flaky)
+    await redis.start()
+    pid = redis.pid
+    assert pid is not None
+    try:
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(Unavailable, match="code 3"):
+            async with asyncio.timeout(30):
+                await redis.watch()
+    finally:
+        await redis.stop()

@@ -78,3 +78,25 @@ async def test_an_unknown_driver_is_a_config_error() -> None:
         await open_database("mysql+aiomysql://localhost/plait")
     with pytest.raises(ConfigError, match="not a database URL"):
         await open_database("plait.db")
+
+
+@pytest.mark.parametrize(("durability", "synchronous"), [("fsync", 2), ("relaxed", 1)])
+async def test_sqlite_fsyncs_every_commit_unless_durability_is_relaxed(
+    tmp_path: Path, durability: str, synchronous: int
+) -> None:
+    # 2 is FULL (the WAL is fsynced at each commit), 1 is NORMAL (only at checkpoints).
+    engine = await open_database(f"sqlite+aiosqlite:///{tmp_path}/plait.db", durability)
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("PRAGMA synchronous"))).scalar() == synchronous
+    finally:
+        await engine.dispose()
+
+
+async def test_sqlite_fsyncs_every_commit_by_default(tmp_path: Path) -> None:
+    engine = await open_database(f"sqlite+aiosqlite:///{tmp_path}/plait.db")
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("PRAGMA synchronous"))).scalar() == 2
+    finally:
+        await engine.dispose()
