@@ -106,22 +106,31 @@ def _text(data: bytes | str, field: str, max_depth: int) -> tuple[str, bytes]:
     return text, raw
 
 
-def loads(data: bytes | str, field: str, *, max_depth: int = MAX_DEPTH,
-          big_ints: bool = False) -> Any:
-    """The value of JSON text under the rules; `big_ints` lets integers past 2**53 through
-    (for a request body whose fields are checked one by one, so each refusal names its field).
-    Numbers that overflow to infinity are caught by `dumps`, not here."""
+def _parse(data: bytes | str, field: str, max_depth: int, big_ints: bool) -> tuple[Any, bytes]:
     text, raw = _text(data, field, max_depth)
     try:
         if big_ints or _LONG_DIGITS not in raw.translate(_DIGITS):
-            return json.loads(text, parse_constant=_constant)
-        return json.loads(text, parse_constant=_constant, parse_int=_int)
+            value = json.loads(text, parse_constant=_constant)
+        else:
+            value = json.loads(text, parse_constant=_constant, parse_int=_int)
     except _Refused as e:
         raise InvalidArgument(field, str(e)) from None
     except json.JSONDecodeError as e:
         raise InvalidArgument(field, f"is not valid JSON: {e}") from None
     except (ValueError, RecursionError) as e:  # an int past Python's digit limit; paranoia
         raise InvalidArgument(field, f"is not valid JSON ({type(e).__name__})") from None
+    return value, raw
+
+
+def loads(data: bytes | str, field: str, *, max_depth: int = MAX_DEPTH,
+          big_ints: bool = False) -> Any:
+    """The value of JSON text under the rules; `big_ints` lets integers past 2**53 through
+    (for a request body whose fields are checked one by one, so each refusal names its field).
+    A number that overflows to infinity is caught by `dumps` (`canonical`), not here."""
+    value, raw = _parse(data, field, max_depth, big_ints)
+    if b"\\ud" in raw or b"\\uD" in raw:
+        dumps(value, field)  # a surrogate escape: refuse a lone one, which UTF-8 cannot hold
+    return value
 
 
 def dumps(value: Any, field: str) -> bytes:
@@ -141,7 +150,7 @@ def dumps(value: Any, field: str) -> bytes:
 
 def canonical(data: bytes | str, field: str, *, max_depth: int = MAX_DEPTH) -> bytes:
     """JSON text checked under the rules and re-serialised: the only form Plait stores."""
-    return dumps(loads(data, field, max_depth=max_depth), field)
+    return dumps(_parse(data, field, max_depth, False)[0], field)
 
 
 def canonical_object(data: bytes | str, field: str, *, max_depth: int = MAX_DEPTH) -> bytes:

@@ -173,3 +173,11 @@ def test_dumps_refuses_values_a_caller_built_with_no_json_form() -> None:
 def test_a_request_body_may_carry_big_integers_for_its_fields_to_name() -> None:
     assert canonjson.loads(b'{"ts":1000000000000000000000000000000}', "body",
                            big_ints=True) == {"ts": 10**30}
+
+
+def test_loads_refuses_a_lone_surrogate_that_no_utf8_field_could_store() -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        canonjson.loads(b'{"name":"\\udc00x"}', "body")
+    assert caught.value.field == "body" and "surrogate" in caught.value.reason
+    assert canonjson.loads(b'{"name":"\\uD83D\\uDE00","lit":"\\\\ud800"}', "body") == {
+        "name": "😀", "lit": "\\ud800"}

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-import json
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from server import canonjson
 from server.config import Mode, Settings
 from server.errors import InvalidArgument, PlaitError, http_status
 from server.events.ingest import EventIngest, EventInput
@@ -35,7 +35,7 @@ def _input(i: int, raw: Any) -> EventInput:
     key = raw.get("id", "") or ""
     if not isinstance(key, str):
         raise InvalidArgument(f"{at}.id", "must be a string")
-    return EventInput(name=name, data_json=json.dumps(data, separators=(",", ":")).encode(),
+    return EventInput(name=name, data_json=canonjson.dumps(data, f"{at}.data"),
                       ts_ms=ts, idempotency_key=key)
 
 
@@ -62,10 +62,10 @@ class EventRoutes:
                 raise InvalidArgument(
                     "body", f"{len(body)} bytes is over the limit of "
                     f"{self._settings.max_request_bytes}")
-            try:
-                parsed = json.loads(body)
-            except (ValueError, UnicodeDecodeError):
-                raise InvalidArgument("body", "is not valid JSON") from None
+            # Two levels for the array and the event around its data; integers too big for
+            # JSON's safe range are refused by the ingest, naming their field.
+            parsed = canonjson.loads(body, "body", max_depth=canonjson.MAX_DEPTH + 2,
+                                     big_ints=True)
             raws = parsed if isinstance(parsed, list) else [parsed]
             inputs = [_input(i, r) for i, r in enumerate(raws)]
             seed = request.headers.get(SEED_HEADER)

@@ -17,6 +17,7 @@ from redis.typing import EncodableT
 from sqlalchemy.ext.asyncio import AsyncEngine
 from ulid import ULID
 
+from server.canonjson import MAX_DEPTH, canonical_object
 from server.config import Settings
 from server.errors import InvalidArgument
 from server.history import store
@@ -28,6 +29,11 @@ from server.types import Event, EventId
 
 MAX_NAME_BYTES = 256
 MAX_IDEMPOTENCY_KEY_BYTES = 256
+# 9999-12-31T23:59:59.999Z: later timestamps fit no date type (nor, far enough, a bigint).
+MAX_TS_MS = 253_402_300_799_999
+# Names only Plait sends (function.finished, .invoked, ...), refused from senders as Inngest does.
+INTERNAL_PREFIX = "inngest/"
+INTERNAL_DEPTH_MARGIN = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,26 +51,29 @@ def event_json(event: Event) -> bytes:
     return head + b',"data":' + event.data_json + b',"ts":' + str(event.ts_ms).encode() + b"}"
 
 
-def _validate(i: int, item: EventInput, settings: Settings) -> bytes:
+def _validate(i: int, item: EventInput, settings: Settings, received: bool = True) -> bytes:
+    """The event's data in canonical form (server/canonjson.py), or InvalidArgument naming
+    the field; `received` events come from senders, who may not use Plait's internal names."""
     at = f"events[{i}]"
     if not item.name:
         raise InvalidArgument(f"{at}.name", "must not be empty")
     if len(item.name.encode()) > MAX_NAME_BYTES:
         raise InvalidArgument(f"{at}.name", f"longer than {MAX_NAME_BYTES} bytes")
+    if received and item.name.startswith(INTERNAL_PREFIX):
+        raise InvalidArgument(f"{at}.name", f"{item.name[:64]!r}: names under "
+                              f"{INTERNAL_PREFIX!r} are Plait's own events and cannot be sent")
     if len(item.idempotency_key.encode()) > MAX_IDEMPOTENCY_KEY_BYTES:
         raise InvalidArgument(f"{at}.idempotency_key", f"longer than {MAX_IDEMPOTENCY_KEY_BYTES}")
     data = item.data_json or b"{}"
     if len(data) > settings.max_event_bytes:
         raise InvalidArgument(
             f"{at}.data", f"{len(data)} bytes is over the limit of {settings.max_event_bytes}")
-    try:
-        parsed = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidArgument(f"{at}.data", "is not valid JSON") from None
-    if not isinstance(parsed, dict):
-        raise InvalidArgument(f"{at}.data", "must be a JSON object")
-    if item.ts_ms < 0:
-        raise InvalidArgument(f"{at}.ts", "must not be negative")
+    # Internal events nest a run's event and output a level or two down.
+    depth = MAX_DEPTH if received else MAX_DEPTH + INTERNAL_DEPTH_MARGIN
+    data = canonical_object(data, f"{at}.data", max_depth=depth)
+    if not 0 <= item.ts_ms <= MAX_TS_MS:
+        raise InvalidArgument(f"{at}.ts", f"must be Unix ms in 0..{MAX_TS_MS} "
+                              "(up to year 9999; 0 means now)")
     if item.id:
         try:
             ULID.from_str(item.id)
@@ -108,7 +117,8 @@ class EventIngest:
             raise InvalidArgument("events", "at least one event is required")
         if len(inputs) > limit:
             raise InvalidArgument("events", f"{len(inputs)} events is over the limit of {limit}")
-        datas = [_validate(i, item, self._settings) for i, item in enumerate(inputs)]
+        datas = [_validate(i, item, self._settings, received)
+                 for i, item in enumerate(inputs)]
         now_ms = int(time.time() * 1000)
         parent = parse_traceparent(traceparent)
         sender = str(parent) if parent is not None else ""

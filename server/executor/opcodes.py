@@ -1,4 +1,5 @@
-"""Checks opcodes from any transport before they are applied: sizes and JSON validity.
+"""Checks opcodes from any transport before they are applied: sizes, the JSON rules of
+server/canonjson.py (what is stored is the canonical form), and error sizes.
 
 A bad step output becomes a non-retriable step failure that says why, so a worker bug shows
 up in the run's history instead of corrupting its state.
@@ -6,12 +7,15 @@ up in the run's history instead of corrupting its state.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 
+from server.canonjson import canonical, canonical_object
+from server.errors import InvalidArgument
 from server.types import (
     ErrorInfo,
     InvokeFunction,
     Opcode,
+    OutgoingEvent,
     RunCompleted,
     RunFailed,
     SendEvents,
@@ -22,24 +26,69 @@ from server.types import (
     WaitForEvent,
 )
 
-
-def _problem(payload: bytes, limit: int) -> str:
-    if len(payload) > limit:
-        return f"output is {len(payload)} bytes, over the limit of {limit}"
-    try:
-        json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        return "output is not valid JSON"
-    return ""
-
-
 MAX_EVENT_NAME_BYTES = 256
+# Event names only Plait sends (as server/events/ingest.py refuses them from senders).
+INTERNAL_PREFIX = "inngest/"
+DEFAULT_MAX_ERROR_BYTES = 64 * 1024
+_CUT_MARK = "…"
+
+
+def _canonical(payload: bytes, limit: int, what: str, *, obj: bool = False) -> tuple[bytes, str]:
+    """(canonical bytes, "") or (b"", the problem, starting with `what`)."""
+    if len(payload) > limit:
+        return b"", f"{what} is {len(payload)} bytes, over the limit of {limit}"
+    try:
+        return (canonical_object if obj else canonical)(payload, what), ""
+    except InvalidArgument as e:
+        return b"", f"{what} {e.reason}"
+
+
+def cut(text: str, limit: int) -> str:
+    """`text` in at most `limit` UTF-8 bytes, cut on a character boundary and marked with …"""
+    if len(text) * 4 <= limit:  # no character takes more than 4 bytes
+        return text
+    raw = text.encode("utf-8", "replace")
+    if len(raw) <= limit:
+        return text
+    mark = _CUT_MARK if limit >= len(_CUT_MARK.encode()) else ""
+    return raw[:limit - len(mark.encode())].decode("utf-8", "ignore") + mark
+
+
+def _cut_error(error: ErrorInfo, limit: int) -> ErrorInfo:
+    name, message, stack = (cut(error.name, limit), cut(error.message, limit),
+                            cut(error.stack, limit))
+    if (name, message, stack) == (error.name, error.message, error.stack):
+        return error
+    return ErrorInfo(name, message, stack)
+
+
+def _failed_step(op: StepCompleted | InvokeFunction | SendEvents, name: str,
+                 problem: str) -> StepFailed:
+    return StepFailed(op.step_id, op.name, ErrorInfo(name, problem), non_retriable=True)
+
+
+def _sent(op: SendEvents, max_event_bytes: int) -> Opcode:
+    events = []
+    for i, event in enumerate(op.events):
+        data, problem = _canonical(event.data_json or b"{}", max_event_bytes, "data", obj=True)
+        if not problem and len(event.name.encode()) > MAX_EVENT_NAME_BYTES:
+            problem = f"name is longer than {MAX_EVENT_NAME_BYTES} bytes"
+        if not problem and event.name.startswith(INTERNAL_PREFIX):
+            problem = (f"name {event.name[:64]!r} is under {INTERNAL_PREFIX!r}, which only "
+                       "Plait's own events use")
+        if problem:
+            return _failed_step(op, "SendEventError", f"events[{i}] {problem}")
+        events.append(event if data == event.data_json else OutgoingEvent(event.name, data))
+    if all(a is b for a, b in zip(events, op.events, strict=True)):
+        return op
+    return dataclasses.replace(op, events=tuple(events))
 
 
 def checked(op: Opcode, max_output_bytes: int, max_event_bytes: int,
-            target_step: str = "") -> Opcode:
-    """`op`, or the non-retriable failure that says what is wrong with it. Events an
-    opcode sends are held to the ingest's limits here, so none is refused after the commit.
+            target_step: str = "", max_error_bytes: int = DEFAULT_MAX_ERROR_BYTES) -> Opcode:
+    """`op` with its JSON in canonical form and its error cut to `max_error_bytes` per field,
+    or the non-retriable failure that says what is wrong with it. Events an opcode sends are
+    held to the ingest's rules here, so none is refused after the commit.
     `target_step` is set for a planned step's job, which runs one step and cannot plan,
     wait or invoke (the scripts would refuse it, leaving the job to expire and come back)."""
     if target_step and isinstance(op, StepsPlanned | WaitForEvent | InvokeFunction):
@@ -48,31 +97,23 @@ def checked(op: Opcode, max_output_bytes: int, max_event_bytes: int,
             "UnsupportedInParallelStep", f"a parallel step's job answered {kind}: a step run in "
             "parallel cannot plan steps, wait for an event or invoke"), non_retriable=True)
     if isinstance(op, StepCompleted):
-        problem = _problem(op.output_json or b"null", max_output_bytes)
+        output, problem = _canonical(op.output_json or b"null", max_output_bytes, "output")
         if problem:
-            return StepFailed(op.step_id, op.name, ErrorInfo("OutputError", problem),
-                              non_retriable=True)
-        if not op.output_json:
-            return StepCompleted(op.step_id, op.name, b"null")
-    elif isinstance(op, RunCompleted):
-        problem = _problem(op.output_json or b"null", max_output_bytes)
+            return _failed_step(op, "OutputError", problem)
+        return op if output == op.output_json else StepCompleted(op.step_id, op.name, output)
+    if isinstance(op, RunCompleted):
+        output, problem = _canonical(op.output_json or b"null", max_output_bytes, "output")
         if problem:
             return RunFailed(ErrorInfo("OutputError", problem), non_retriable=True)
-        if not op.output_json:
-            return RunCompleted(b"null")
-    elif isinstance(op, InvokeFunction):
-        problem = _problem(op.data_json or b"{}", max_event_bytes)
+        return op if output == op.output_json else RunCompleted(output)
+    if isinstance(op, StepFailed | RunFailed):
+        error = _cut_error(op.error, max_error_bytes)
+        return op if error is op.error else dataclasses.replace(op, error=error)
+    if isinstance(op, InvokeFunction):
+        data, problem = _canonical(op.data_json or b"{}", max_event_bytes, "data", obj=True)
         if problem:
-            return StepFailed(op.step_id, op.name,
-                              ErrorInfo("InvokeError", problem.replace("output", "data", 1)),
-                              non_retriable=True)
-    elif isinstance(op, SendEvents):
-        for i, event in enumerate(op.events):
-            problem = _problem(event.data_json or b"{}", max_event_bytes)
-            if not problem and len(event.name.encode()) > MAX_EVENT_NAME_BYTES:
-                problem = f"name is longer than {MAX_EVENT_NAME_BYTES} bytes"
-            if problem:
-                return StepFailed(op.step_id, op.name, ErrorInfo(
-                    "SendEventError", f"events[{i}] " + problem.replace("output", "data", 1)),
-                    non_retriable=True)
+            return _failed_step(op, "InvokeError", problem)
+        return op if data == op.data_json else dataclasses.replace(op, data_json=data)
+    if isinstance(op, SendEvents):
+        return _sent(op, max_event_bytes)
     return op

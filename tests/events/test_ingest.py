@@ -7,12 +7,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from server.canonjson import MAX_DEPTH
 from server.config import Settings
 from server.errors import InvalidArgument
-from server.events.ingest import EventIngest, EventInput
+from server.events.ingest import MAX_TS_MS, EventIngest, EventInput, _validate
 from server.history import migrate, open_database, store
 from server.keys import Keys
 
@@ -56,3 +59,78 @@ async def test_a_bad_event_rejects_the_whole_request(engine: AsyncEngine, redis:
         await ingest.accept([EventInput("ok"), EventInput("bad", b"[]")])
     assert caught.value.field == "events[1].data"
     assert await redis.xlen(Keys().events) == 0
+
+
+async def test_event_data_is_stored_in_canonical_form(engine: AsyncEngine, redis: Redis) -> None:
+    ingest = EventIngest(engine, redis, Keys(), Settings())
+    [event_id] = await ingest.accept([EventInput("a/b", b' { "x" : [1, "\\u00e9"] } ')])
+    stored = await store.get_event(engine, event_id)
+    assert stored.data_json == '{"x":[1,"é"]}'.encode()
+    [(_, entry)] = await redis.xrange(Keys().events)
+    assert b'"data":{"x":[1,"\xc3\xa9"]}' in entry[b"e"]
+
+
+@pytest.mark.parametrize(("data", "rule"), [
+    (b"\xef\xbb\xbf{}", "byte order mark"),
+    (b"[" * 1000 + b"]" * 1000, "nests deeper than 64"),
+    (b'{"a":' * 1000 + b"1" + b"}" * 1000, "nests deeper than 64"),
+    (b'{"x":1e999}', "finite"),
+    (b'{"x":NaN}', "finite"),
+    (b'{"x":%d}' % 2**60, "beyond"),
+    ("{}".encode("utf-16"), "not UTF-8"),
+    (b'{"s":"\\ud800"}', "surrogate"),
+])
+async def test_event_data_breaking_a_json_rule_is_refused_naming_the_field(
+    engine: AsyncEngine, redis: Redis, data: bytes, rule: str
+) -> None:
+    ingest = EventIngest(engine, redis, Keys(), Settings())
+    with pytest.raises(InvalidArgument) as caught:
+        await ingest.accept([EventInput("ok"), EventInput("bad", data)])
+    assert caught.value.field == "events[1].data" and rule in caught.value.reason
+    assert await redis.xlen(Keys().events) == 0
+
+
+async def test_a_timestamp_past_year_9999_is_refused_naming_it(
+    engine: AsyncEngine, redis: Redis
+) -> None:
+    ingest = EventIngest(engine, redis, Keys(), Settings())
+    for ts in (MAX_TS_MS + 1, 2**63, 10**30, -1):
+        with pytest.raises(InvalidArgument) as caught:
+            await ingest.accept([EventInput("a/b", ts_ms=ts)])
+        assert caught.value.field == "events[0].ts"
+    [event_id] = await ingest.accept([EventInput("a/b", ts_ms=MAX_TS_MS)])
+    assert (await store.get_event(engine, event_id)).ts_ms == MAX_TS_MS
+
+
+async def test_senders_cannot_send_internal_event_names_but_plait_can(
+    engine: AsyncEngine, redis: Redis
+) -> None:
+    ingest = EventIngest(engine, redis, Keys(), Settings())
+    for name in ("inngest/function.finished", "inngest/function.invoked", "inngest/x"):
+        with pytest.raises(InvalidArgument) as caught:
+            await ingest.accept([EventInput("a/b"), EventInput(name)])
+        assert caught.value.field == "events[1].name" and "inngest/" in caught.value.reason
+    assert await redis.xlen(Keys().events) == 0
+    assert await ingest.accept([EventInput("inngest/function.finished")], received=False)
+    assert await ingest.accept([EventInput("app/inngest/ok")])
+
+
+async def test_internal_events_may_nest_a_run_event_a_few_levels_deeper(
+    engine: AsyncEngine, redis: Redis
+) -> None:
+    ingest = EventIngest(engine, redis, Keys(), Settings())
+    deep = b'{"a":' * (MAX_DEPTH + 2) + b"1" + b"}" * (MAX_DEPTH + 2)
+    assert await ingest.accept([EventInput("inngest/function.finished", deep)], received=False)
+    with pytest.raises(InvalidArgument):
+        await ingest.accept([EventInput("a/b", deep)])
+
+
+@given(st.binary(max_size=200) | st.text(alphabet='[]{}"\\,:1eN.-', max_size=200).map(str.encode))
+def test_any_data_bytes_are_canonical_or_refused_with_invalid_argument(data: bytes) -> None:
+    try:
+        out = _validate(0, EventInput("a/b", data), Settings())
+    except InvalidArgument as e:
+        assert e.field == "events[0].data"
+        return
+    assert out == json.dumps(json.loads(out), separators=(",", ":"),
+                             ensure_ascii=False).encode()
