@@ -65,6 +65,7 @@ class Options:
     server_log_level: str
     keep_tmp: bool
     tracing: bool
+    durability: str = "fsync"
 
 
 class _Client:
@@ -258,6 +259,10 @@ def _timings(bench: _Bench) -> dict[str, Any]:
 def _header(opts: Options) -> dict[str, Any]:
     return {
         "mode": "production" if opts.production else "embedded",
+        # fsync: each acknowledgement waits for its fsync (embedded Redis appendfsync always,
+        # SQLite synchronous=FULL); relaxed: everysec / NORMAL. Production uses the
+        # Redis and PostgreSQL as they are configured.
+        "durability": opts.durability,
         "events": opts.events,
         "workers": opts.workers,
         "concurrency": opts.concurrency,
@@ -310,6 +315,7 @@ async def _server(opts: Options, tmp: Path, receiver: SpanCounter | None
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
                "OTEL_SERVICE_NAME": "plait-bench"}
     async with backend as args:
+        args = [*args, "--durability", opts.durability]
         server = ServerProcess(args, tmp / "server.log", opts.server_log_level, env)
         log(f"starting server: {' '.join(args[:1])} on {server.target}")
         try:
@@ -391,13 +397,15 @@ def _options(argv: list[str] | None = None) -> Options:
                    help="keep the tmp dir (server and worker logs) and print its path")
     p.add_argument("--tracing", action="store_true",
                    help="the server exports its spans over OTLP to a receiver in the bench")
+    p.add_argument("--durability", default="fsync", choices=("fsync", "relaxed"),
+                   help="the server's --durability, to measure what fsync costs")
     a = p.parse_args(argv)
     for name in ("events", "workers", "concurrency", "batch", "ingest_events"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} has value {getattr(a, name)}: must be at least 1")
     return Options(a.production, a.events, a.workers, a.concurrency, a.batch, a.ingest_events,
                    a.skip_sleepers, a.timeout, a.redis_db, a.server_log_level, a.keep_tmp,
-                   a.tracing)
+                   a.tracing, a.durability)
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
