@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Awaitable, Coroutine, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 import structlog
@@ -39,12 +38,14 @@ from server.history.db import migrate, open_database
 from server.history.writer import HistoryWriter
 from server.keys import Keys
 from server.queue import Queue
+from server.redis_client import open_redis
 from server.runner.cron import Clock, Scheduler
 from server.runner.index import FunctionIndex
 from server.runner.registry import Registry
 from server.runner.runner import Runner
 from server.state import StateStore
-from server.telemetry import Telemetry
+from server.supervise import Role, StorageHealth, StorageUnavailable, supervise
+from server.telemetry import Metrics, Telemetry
 
 log = structlog.get_logger(__name__)
 
@@ -86,9 +87,9 @@ class PlaitServer:
             redis_url = await self._embedded.start()
         if s.mode is Mode.DEV:
             s.data_dir.mkdir(parents=True, exist_ok=True)
-        # No per-reply socket timeout: redis-py would build a timeout context for every reply of
-        # a pipeline. The hot-path calls carry one deadline per batch instead (REDIS_CALL_S).
-        self._redis = Redis.from_url(redis_url, socket_timeout=None, socket_connect_timeout=5)
+        # Retries and dead-peer detection, but no per-reply socket timeout (a cost on every
+        # reply of a pipeline): the hot-path calls carry one deadline per batch (REDIS_CALL_S).
+        self._redis = open_redis(redis_url)
         self._engine = await open_database(s.effective_database_url, s.durability)
         await migrate(self._engine)
         if self._embedded is None:  # the embedded Redis is configured by Plait itself
@@ -113,7 +114,7 @@ class PlaitServer:
         executor.add_driver(sdk_driver)
         ingest = EventIngest(self._engine, self._redis, keys, s, telemetry)
         runner = Runner(self._redis, keys, queue, registry, consumer, executor.wake, state,
-                        executor.cancel_run)
+                        executor.cancel_run, metrics=telemetry.metrics)
         control = RunControl(self._engine, queue, state, registry, executor.cancel_run,
                              executor.wake)
         internal = InternalEvents(self._redis, keys, ingest)
@@ -147,10 +148,12 @@ class PlaitServer:
                 raise OSError(f"cannot bind gRPC to {s.grpc_host}:{s.grpc_port}")
             await self._grpc.start()
 
-        # Every role makes spans or metrics; the export task sends spans (when tracing).
-        roles: list[Coroutine[Any, Any, None]] = [telemetry.run()]
+        # Roles are (name, loop): each runs under supervise(), which restarts it when it
+        # fails. Every role makes spans or metrics; the export task sends spans (when tracing).
+        health = StorageHealth.of(redis_url, self._engine, s.storage_grace_s)
+        roles: list[tuple[str, Role]] = [("telemetry", telemetry.run)]
         if self._embedded is not None:  # restarts the private Redis if it dies alone
-            roles.append(self._embedded.watch())
+            roles.append(("embedded-redis", self._embedded.watch))
         http_port = 0
         if "api" in wanted:
             self._http_socket = bind(s.http_host, s.http_port)
@@ -158,21 +161,24 @@ class PlaitServer:
             syncer = AppSync(s, own_port=http_port)
             gateway = InngestGateway(s, self._engine, registry, state, executor.cancel_run, syncer,
                                      control)
-            self._http = http_server(build_app(ingest, s, gateway.routes(), telemetry),
-                                     uvicorn_tls(s))
-            roles += [self._http.serve(sockets=[self._http_socket]), syncer.run()]
+            self._http = http_server(build_app(ingest, s, gateway.routes(), telemetry,
+                                               health=health), uvicorn_tls(s))
+            http, http_socket = self._http, self._http_socket
+            roles += [("http", lambda: http.serve(sockets=[http_socket])),
+                      ("app-sync", syncer.run)]
             _warn_if_open(s)
         if "runner" in wanted:
-            roles += [runner.run(), registry.watch(),
-                      Reconciler(self._engine, self._redis, keys).run()]
+            roles += [("runner", runner.run), ("registry-watch", registry.watch),
+                      ("reconciler", Reconciler(self._engine, self._redis, keys).run)]
         if "executor" in wanted:
-            roles += [executor.run(), sdk_driver.run()]
+            roles += [("executor", executor.run), ("sdk-driver", sdk_driver.run)]
         if "history" in wanted:
-            roles.append(history.run())
+            roles.append(("history", history.run))
         if "scheduler" in wanted:
-            roles.append(Scheduler(self._engine, self._redis, keys, queue, registry,
-                                   executor.wake, self._cron_clock).run())
-        self._tasks = asyncio.create_task(self._run_roles(roles), name="plait-roles")
+            roles.append(("scheduler", Scheduler(self._engine, self._redis, keys, queue, registry,
+                                                 executor.wake, self._cron_clock).run))
+        self._tasks = asyncio.create_task(self._run_roles(roles, health, telemetry.metrics),
+                                          name="plait-roles")
         self.endpoints = Endpoints(
             http_port=http_port, grpc_port=grpc_port,
             redis_url=redis_url, database_url=s.effective_database_url)
@@ -180,13 +186,22 @@ class PlaitServer:
                  roles=sorted(wanted))
         return self.endpoints
 
-    async def _run_roles(self, roles: Sequence[Coroutine[Any, Any, None]]) -> None:
-        async with asyncio.TaskGroup() as tg:
-            for role in roles:
-                tg.create_task(role)
+    async def _run_roles(self, roles: Sequence[tuple[str, Role]], health: StorageHealth,
+                         metrics: Metrics) -> None:
+        """Runs every role under supervision, beside the storage health probe: the one task
+        whose failure (storage away past the grace) ends them all."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(health.run(), name="plait-storage-health")
+                for name, role in roles:
+                    tg.create_task(supervise(name, role, on_restart=metrics.role_restarted,
+                                             on_storage_error=health.report), name=name)
+        except* StorageUnavailable as group:
+            raise group.exceptions[0] from None
 
     async def wait(self) -> None:
-        """Returns when a role fails; cancelling this wait leaves the roles to stop()."""
+        """Returns only when the roles were stopped; raises StorageUnavailable when storage
+        stayed away past --storage-grace-s. Cancelling this wait leaves the roles to stop()."""
         if self._tasks is not None:
             await asyncio.wait({self._tasks})
             self._tasks.result()

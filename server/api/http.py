@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from typing import Any
 
 import uvicorn
@@ -18,11 +18,18 @@ from server.api.auth import bearer_token_matches
 from server.config import Mode, Settings
 from server.events.http import EventRoutes
 from server.events.ingest import EventIngest
+from server.supervise import StorageHealth
 from server.telemetry import METRICS_CONTENT_TYPE, Telemetry
 
 
-async def _health(_: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok"})
+def _health(health: StorageHealth | None) -> Callable[[Request], Awaitable[JSONResponse]]:
+    async def endpoint(_: Request) -> JSONResponse:
+        """200 {"status": "ok"} while storage answers; 503 "degraded" naming each store."""
+        if health is None or health.ok:
+            return JSONResponse({"status": "ok"})
+        return JSONResponse(health.status(), status_code=503)
+
+    return endpoint
 
 
 def metrics_tokens(settings: Settings) -> list[str] | None:
@@ -52,11 +59,12 @@ def _metrics_route(telemetry: Telemetry, settings: Settings) -> Route:
 
 def build_app(ingest: EventIngest, settings: Settings,
               extra_routes: Sequence[BaseRoute] = (),
-              telemetry: Telemetry | None = None) -> Starlette:
+              telemetry: Telemetry | None = None,
+              health: StorageHealth | None = None) -> Starlette:
     events = EventRoutes(ingest, settings)
     return Starlette(routes=[
         Route("/e/{event_key}", events.post_events, methods=["POST"]),
-        Route("/health", _health, methods=["GET"]),
+        Route("/health", _health(health), methods=["GET"]),
         _metrics_route(telemetry or Telemetry(), settings),
         *extra_routes,
     ])

@@ -30,12 +30,14 @@ from server.luascript import load_script
 from server.queue import NewRun, Queue
 from server.runner.registry import Registry
 from server.runner.runner import run_id_for
+from server.supervise import describe
 from server.tasks import raise_if_cancelling
 from server.types import CronTrigger, Event, EventId, FunctionConfig
 
 log = structlog.get_logger(__name__)
 
 CRON_EVENT = "inngest/scheduled.timer"
+CRON_DISABLED = "cron.disabled"
 _PKG = "server.runner"
 
 
@@ -109,6 +111,9 @@ class Scheduler:
         self._clock = clock or Clock()
         self._advance = load_script(redis, _PKG, "advance_tick")
         self._schedules: dict[str, Schedule] = {}
+        # (function id, cron) -> why its ticks cannot be computed; re-registering the function
+        # with another cron is the way out.
+        self.disabled: dict[tuple[str, str], str] = {}
 
     async def run(self) -> None:
         while True:
@@ -121,14 +126,18 @@ class Scheduler:
     async def schedule_due(self, now_ms: int) -> int | None:
         """Creates the runs of the ticks due at `now_ms`; returns the next tick of any
         trigger (None without cron functions)."""
-        triggers = [(fn, self._schedule(t.cron)) for fn in self._registry.index.all()
-                    for t in fn.triggers if isinstance(t, CronTrigger)]
+        triggers: list[tuple[FunctionConfig, Schedule, int, int]] = []
+        for fn in self._registry.index.all():
+            for t in fn.triggers:
+                if isinstance(t, CronTrigger):
+                    ticks = self._ticks(fn, t.cron, now_ms)
+                    if ticks is not None:
+                        triggers.append((fn, *ticks))
         if not triggers:
             return None
-        last_keys = [self._keys.cron_last(fn.id, s.spec) for fn, s in triggers]
+        last_keys = [self._keys.cron_last(fn.id, s.spec) for fn, s, _, _ in triggers]
         lasts = await self._redis.mget(last_keys)
-        for (fn, schedule), key, raw in zip(triggers, last_keys, lasts, strict=True):
-            due_ms = latest_tick_ms(schedule, now_ms)
+        for (fn, schedule, due_ms, _), key, raw in zip(triggers, last_keys, lasts, strict=True):
             if raw is None:
                 # First sight of this trigger: it starts with the next tick, not a past one.
                 await self._redis.set(key, due_ms, nx=True)
@@ -137,7 +146,23 @@ class Scheduler:
                 if fn.id not in self._registry.index.paused:
                     await self._start(fn, schedule, due_ms, now_ms)
                 await self._advance(keys=[key], args=[due_ms])
-        return min(next_tick_ms(s, now_ms) for _, s in triggers)
+        return min(next_ms for _, _, _, next_ms in triggers)
+
+    def _ticks(self, fn: FunctionConfig, spec: str,
+               now_ms: int) -> tuple[Schedule, int, int] | None:
+        """The trigger's schedule, latest due tick and next tick; None when the trigger is
+        disabled: one whose ticks cannot be computed (a date that never comes, such as
+        `0 0 30 2 *`) is logged once with its error and skipped, the others go on."""
+        if (fn.id, spec) in self.disabled:
+            return None
+        try:
+            schedule = self._schedule(spec)
+            return schedule, latest_tick_ms(schedule, now_ms), next_tick_ms(schedule, now_ms)
+        except Exception as e:
+            raise_if_cancelling()
+            self.disabled[(fn.id, spec)] = describe(e)
+            log.error(CRON_DISABLED, function_id=fn.id, cron=spec, error=describe(e))
+            return None
 
     async def _start(self, fn: FunctionConfig, schedule: Schedule, tick_ms: int,
                      now_ms: int) -> None:

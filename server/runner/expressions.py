@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import cel
@@ -238,3 +239,7 @@ def validate_cron(field: str, spec: str) -> None:
         raise InvalidArgument(field, f"cron {spec!r} must have 5 fields")
     if not croniter.is_valid(expr):
         raise InvalidArgument(field, f"invalid cron expression {spec!r}")
+    try:  # valid fields can still name a date that never comes (`0 0 30 2 *`)
+        croniter(expr, datetime.now(UTC)).get_next(datetime)
+    except Exception:
+        raise InvalidArgument(field, f"cron {spec!r} never fires: no date matches it") from None

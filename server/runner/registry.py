@@ -15,8 +15,9 @@ from server.history import store
 from server.keys import Keys
 from server.runner.expressions import compile_expression, validate_cron
 from server.runner.index import FunctionIndex
+from server.supervise import describe
 from server.tasks import raise_if_cancelling
-from server.types import AppRegistration, CronTrigger, EventTrigger
+from server.types import AppRegistration, CronTrigger, EventTrigger, FunctionConfig
 
 log = structlog.get_logger(__name__)
 
@@ -24,6 +25,7 @@ _ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 MAX_FUNCTIONS = 500
 MAX_RETRIES = 20
 MAX_CANCEL_ON = 10
+FUNCTION_UNINDEXABLE = "function.unindexable"
 
 
 def validate_registration(reg: AppRegistration) -> None:
@@ -65,6 +67,15 @@ def validate_registration(reg: AppRegistration) -> None:
                 raise InvalidArgument(f"{where}.timeout_ms", "must not be negative")
 
 
+def _indexable(fn: FunctionConfig) -> bool:
+    try:
+        FunctionIndex().replace([fn])
+    except Exception as e:
+        log.error(FUNCTION_UNINDEXABLE, function_id=fn.id, error=describe(e))
+        return False
+    return True
+
+
 class Registry:
     def __init__(self, engine: AsyncEngine, redis: Redis, keys: Keys, index: FunctionIndex) -> None:
         self._engine = engine
@@ -84,8 +95,15 @@ class Registry:
         raw = await self._redis.get(self._keys.functions_version)
         self._version = int(raw or 0)
         functions = await store.load_functions(self._engine)
-        paused = await self._redis.smembers(self._keys.paused_functions)
-        self.index.replace(functions, (p.decode() if isinstance(p, bytes) else p for p in paused))
+        raw_paused = await self._redis.smembers(self._keys.paused_functions)
+        paused = [p.decode() if isinstance(p, bytes) else str(p) for p in raw_paused]
+        try:
+            self.index.replace(functions, paused)
+        except Exception:
+            raise_if_cancelling()
+            # A stored function this version refuses (an `if` a stricter check rejects) must
+            # not stop the index: it is left out, logged, and the others are served.
+            self.index.replace([f for f in functions if _indexable(f)], paused)
 
     async def paused_ids(self) -> set[str]:
         """The ids of paused functions, as Redis has them now."""

@@ -10,6 +10,7 @@ import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -23,7 +24,9 @@ from server.runner.expressions import matches
 from server.runner.registry import Registry
 from server.runner.waits import WaitMatcher
 from server.state import StateStore
+from server.supervise import describe, is_storage_error
 from server.tasks import raise_if_cancelling
+from server.telemetry.metrics import Metrics
 from server.types import (
     FUNCTION_FINISHED,
     FUNCTION_INVOKED,
@@ -38,6 +41,22 @@ EVENT_KEY_TTL_S = 24 * 3600
 # Entries another runner read and did not acknowledge for this long are taken over; starting
 # a run twice is harmless (run creation is idempotent), so this can be short.
 CLAIM_IDLE_MS = 5_000
+EVENT_UNPROCESSABLE = "event.unprocessable"
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What one stream entry does: the runs it starts and the (name, event JSON) it offers
+    to waiting runs."""
+
+    entry_id: Any
+    fields: dict[bytes, bytes]
+    runs: list[NewRun]
+    waited: list[tuple[str, bytes]]
+
+
+def _text(value: object) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def run_id_for(event_id: str, function_id: str) -> RunId:
@@ -58,6 +77,7 @@ class Runner:
         self, redis: Redis, keys: Keys, queue: Queue, registry: Registry, consumer: str,
         on_enqueued: Callable[[], None], state: StateStore | None = None,
         cancel_run: Callable[[RunId], Awaitable[object]] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._redis = redis
         self._keys = keys
@@ -66,6 +86,7 @@ class Runner:
         self._index = registry.index
         self._consumer = consumer
         self._on_enqueued = on_enqueued
+        self._metrics = metrics
         self._waits: WaitMatcher | None = None
         if state is not None:
             self._waits = WaitMatcher(redis, keys, state, cancel_run or _cancel_with(state))
@@ -106,35 +127,76 @@ class Runner:
                 return
 
     async def process(self, entries: Sequence[tuple[Any, dict[bytes, bytes]]]) -> int:
-        """Starts the runs of a batch of stream entries, then acknowledges them."""
+        """Starts the runs of a batch of stream entries, then acknowledges them.
+
+        An entry that cannot be processed (bad fields, JSON the wait matcher cannot parse) is
+        logged as unprocessable and acknowledged with the rest, so it neither stops the
+        batch nor comes back; a storage error fails the batch, which is read again.
+        """
         # A function registered on another process a moment ago must match this batch.
         await self._registry.refresh()
         now_ms = int(time.time() * 1000)
-        runs: list[NewRun] = []
-        # Every event may end waits; an invoke of an unknown function ends its caller's.
-        waited: list[tuple[str, bytes]] = []
-        for _, fields in entries:
-            runs.extend(await self._runs_for(fields))
-            waited.append((fields[b"name"].decode(), fields[b"e"]))
-            if fields[b"name"] == FUNCTION_INVOKED.encode():
-                run, failure = self._invoked_run(fields)
-                if run is not None:
-                    runs.append(run)
-                if failure is not None:
-                    waited.append((FUNCTION_FINISHED, failure))
-        if runs:
-            created = await self._queue.enqueue_runs(runs, now_ms)
-            if any(created):
-                self._on_enqueued()
-        if self._waits is not None and await self._waits.process(waited, now_ms):
-            self._on_enqueued()
+        plans: list[_Plan] = []
+        for entry_id, fields in entries:
+            try:
+                plans.append(await self._plan(entry_id, fields))
+            except Exception as e:
+                self._unprocessable(entry_id, fields, e)
+        try:
+            await self._apply(plans, now_ms)
+        except Exception as e:
+            if is_storage_error(e):
+                raise
+            # One entry spoils the batch: apply them one at a time to find it (run creation
+            # and resumed waits are idempotent, so what the batch did is not done twice).
+            for plan in plans:
+                try:
+                    await self._apply([plan], now_ms)
+                except Exception as one:
+                    self._unprocessable(plan.entry_id, plan.fields, one)
         ids = [entry_id for entry_id, _ in entries]
         if ids:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.xack(self._keys.events, GROUP, *ids)
                 pipe.xdel(self._keys.events, *ids)
                 await pipe.execute()
-        return len(runs)
+        return sum(len(plan.runs) for plan in plans)
+
+    async def _plan(self, entry_id: Any, fields: dict[bytes, bytes]) -> _Plan:
+        """The runs an entry starts and the waits it may end."""
+        plan = _Plan(entry_id, fields, await self._runs_for(fields),
+                     [(fields[b"name"].decode(), fields[b"e"])])
+        # Every event may end waits; an invoke of an unknown function ends its caller's.
+        if fields[b"name"] == FUNCTION_INVOKED.encode():
+            run, failure = self._invoked_run(fields)
+            if run is not None:
+                plan.runs.append(run)
+            if failure is not None:
+                plan.waited.append((FUNCTION_FINISHED, failure))
+        return plan
+
+    async def _apply(self, plans: Sequence[_Plan], now_ms: int) -> None:
+        runs = [run for plan in plans for run in plan.runs]
+        if runs:
+            created = await self._queue.enqueue_runs(runs, now_ms)
+            if any(created):
+                self._on_enqueued()
+        waited = [w for plan in plans for w in plan.waited]
+        if self._waits is not None and await self._waits.process(waited, now_ms):
+            self._on_enqueued()
+
+    def _unprocessable(self, entry_id: Any, fields: dict[bytes, bytes],
+                       error: Exception) -> None:
+        """Records an entry dropped for good; a storage error is not the entry's fault and
+        fails the batch instead."""
+        if is_storage_error(error):
+            raise error
+        raise_if_cancelling()
+        log.error(EVENT_UNPROCESSABLE, entry_id=_text(entry_id),
+                  event_id=_text(fields.get(b"id", b"")),
+                  event_name=_text(fields.get(b"name", b""))[:256], error=describe(error)[:1024])
+        if self._metrics is not None:
+            self._metrics.events_unprocessable.inc()
 
     def _invoked_run(self, fields: dict[bytes, bytes]) -> tuple[NewRun | None, bytes | None]:
         """The run an `inngest/function.invoked` event starts: the function it names, in any

@@ -79,6 +79,13 @@ class Metrics:
         self.gateway_calls = Counter(
             "plait_gateway_calls", "Calls to Inngest SDK apps, by HTTP status (or error).",
             ["status"], registry=r)
+        self.role_restarts = Counter(
+            "plait_role_restarts", "Role loops restarted after an unexpected failure.",
+            ["role"], registry=r)
+        self.events_unprocessable = Counter(
+            "plait_events_unprocessable",
+            "Events the runner could not process (logged as event.unprocessable, then dropped "
+            "from the stream).", registry=r)
 
         # Labelled children by (metric, labels): labels() validates on every call.
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
@@ -119,6 +126,9 @@ class Metrics:
 
     def retry(self, function_id: str) -> None:
         self._child(self.retries, function_id).inc()
+
+    def role_restarted(self, role: str) -> None:
+        self._child(self.role_restarts, role).inc()
 
     def set_queues(self, samples: Sequence[QueueSample], leased: int, now_ms: int) -> None:
         for gauge in (self.queue_depth, self.queue_scheduled, self.queue_age):

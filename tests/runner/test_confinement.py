@@ -1,0 +1,194 @@
+"""One bad item never stops a role: the runner drops an event it cannot process (logged,
+counted, acknowledged) and starts the runs of the rest; the scheduler disables a cron trigger
+whose ticks cannot be computed and keeps ticking the others."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+from structlog.testing import capture_logs
+from ulid import ULID
+
+from server.config import Settings
+from server.history import migrate, open_database
+from server.keys import Keys
+from server.queue import Queue
+from server.runner.cron import CRON_DISABLED, Clock, Scheduler
+from server.runner.index import FunctionIndex
+from server.runner.runner import EVENT_UNPROCESSABLE, GROUP, Runner, run_id_for
+from server.state import StateStore
+from server.telemetry.metrics import Metrics
+from server.types import AppId, CronTrigger, EventTrigger, FunctionConfig, FunctionId
+
+KEYS = Keys()
+MINUTE_MS = 60_000
+
+
+class _Registry:
+    """The runner's and scheduler's view of a registry: an index, nothing to refresh."""
+
+    def __init__(self, functions: Sequence[FunctionConfig]) -> None:
+        self.index = FunctionIndex()
+        self.index.replace(functions)
+
+    async def refresh(self) -> None:
+        pass
+
+
+def _fn(slug: str, *triggers: EventTrigger | CronTrigger) -> FunctionConfig:
+    return FunctionConfig(id=FunctionId(f"app-{slug}"), app_id=AppId("app"), slug=slug,
+                          name=slug, triggers=triggers)
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+def _runner(redis: Redis, metrics: Metrics, *functions: FunctionConfig) -> Runner:
+    registry: Any = _Registry(functions)
+    return Runner(redis, KEYS, Queue(redis, KEYS, lease_ms=60_000), registry, "c", lambda: None,
+                  StateStore(redis, KEYS, Settings()), metrics=metrics)
+
+
+async def _append(redis: Redis, fields: dict[str, bytes | str]) -> None:
+    await redis.xadd(KEYS.events, fields)  # type: ignore[arg-type]
+
+
+def _event(name: str, data: object = None) -> tuple[str, dict[str, bytes | str]]:
+    event_id = str(ULID())
+    body = json.dumps({"id": event_id, "name": name, "data": data or {}}).encode()
+    return event_id, {"id": event_id, "name": name, "e": body, "idem": ""}
+
+
+async def _run_exists(redis: Redis, event_id: str, fn: FunctionConfig) -> bool:
+    run_id = run_id_for(event_id, fn.id)
+    return bool(await redis.exists(KEYS.for_run(run_id).run(run_id)))
+
+
+def _unprocessable(metrics: Metrics) -> float:
+    return float(metrics.events_unprocessable._value.get())
+
+
+async def test_events_the_runner_cannot_process_are_dropped_and_the_rest_start_their_runs(
+    redis: Redis,
+) -> None:
+    metrics = Metrics()
+    plain = _fn("plain", EventTrigger("order/placed"))
+    filtered = _fn("filtered", EventTrigger("order/placed", "event.data.total > 10"))
+    runner = _runner(redis, metrics, plain, filtered)
+    await runner._ensure_group()
+    before, good = _event("order/placed", {"total": 20})
+    await _append(redis, good)
+    # Corrupt entries, as an older version or a bug could have left them: no name at all, and
+    # a body the trigger's expression needs parsed that is not JSON.
+    await _append(redis, {"id": str(ULID()), "e": b"{}"})
+    await _append(redis, {"id": str(ULID()), "name": "order/placed", "e": b"{not json",
+                          "idem": ""})
+    after, good = _event("order/placed", {"total": 30})
+    await _append(redis, good)
+
+    with capture_logs() as logs:
+        await runner._drain(">")
+
+    for event_id in (before, after):
+        assert await _run_exists(redis, event_id, plain)
+        assert await _run_exists(redis, event_id, filtered)
+    dropped = [e for e in logs if e["event"] == EVENT_UNPROCESSABLE]
+    assert len(dropped) == 2
+    assert "KeyError" in dropped[0]["error"] and dropped[0]["entry_id"]
+    assert _unprocessable(metrics) == 2
+    # Acknowledged with the rest: they do not come back.
+    assert (await redis.xpending(KEYS.events, GROUP))["pending"] == 0
+
+
+class _Waits:
+    """A wait matcher that fails on events it cannot parse, or on every call (Redis away)."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.seen: list[bytes] = []
+
+    async def process(self, events: Sequence[tuple[str, bytes]], now_ms: int) -> int:
+        if self.error is not None:
+            raise self.error
+        for _, raw in events:
+            json.loads(raw)
+        self.seen += [raw for _, raw in events]
+        return 0
+
+
+async def test_an_event_that_fails_the_whole_batch_is_found_and_dropped_alone(
+    redis: Redis,
+) -> None:
+    metrics = Metrics()
+    runner = _runner(redis, metrics, _fn("plain", EventTrigger("order/placed")))
+    waits = _Waits()
+    runner._waits = waits  # type: ignore[assignment]
+    await runner._ensure_group()
+    first, entry = _event("order/placed")
+    await _append(redis, entry)
+    await _append(redis, {"id": str(ULID()), "name": "other", "e": b"{not json", "idem": ""})
+    last, entry = _event("order/placed")
+    await _append(redis, entry)
+
+    await runner._drain(">")
+
+    assert [json.loads(raw)["id"] for raw in waits.seen] == [first, last]
+    assert _unprocessable(metrics) == 1
+    assert (await redis.xpending(KEYS.events, GROUP))["pending"] == 0
+
+
+async def test_a_storage_error_fails_the_batch_and_drops_nothing(redis: Redis) -> None:
+    metrics = Metrics()
+    runner = _runner(redis, metrics, _fn("plain", EventTrigger("order/placed")))
+    runner._waits = _Waits(redis_errors.ConnectionError("Redis went away"))  # type: ignore[assignment]
+    await runner._ensure_group()
+    await _append(redis, _event("order/placed")[1])
+
+    with pytest.raises(redis_errors.ConnectionError):
+        await runner._drain(">")
+
+    assert _unprocessable(metrics) == 0
+    # Still pending for this consumer: read again when the runner restarts.
+    assert (await redis.xpending(KEYS.events, GROUP))["pending"] == 1
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = await open_database(f"sqlite+aiosqlite:///{tmp_path}/plait.db")
+    await migrate(engine)
+    yield engine
+    await engine.dispose()
+
+
+async def test_a_cron_trigger_that_never_fires_is_disabled_and_the_others_tick(
+    redis: Redis, engine: AsyncEngine,
+) -> None:
+    bad = _fn("bad", CronTrigger("0 0 30 2 *"))
+    good = _fn("good", CronTrigger("* * * * *"))
+    registry: Any = _Registry([bad, good])
+    enqueued: list[int] = []
+    t0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+    scheduler = Scheduler(engine, redis, KEYS, Queue(redis, KEYS, lease_ms=60_000), registry,
+                          lambda: enqueued.append(1), Clock())
+
+    with capture_logs() as logs:
+        assert await scheduler.schedule_due(t0 + 30_000) == t0 + MINUTE_MS
+        assert await scheduler.schedule_due(t0 + MINUTE_MS + 30_000) == t0 + 2 * MINUTE_MS
+
+    assert enqueued == [1]
+    assert list(scheduler.disabled) == [(bad.id, "0 0 30 2 *")]
+    disabled = [e for e in logs if e["event"] == CRON_DISABLED]
+    assert len(disabled) == 1  # logged once, not at every pass
+    assert disabled[0]["function_id"] == bad.id
+    assert "CroniterBadDateError" in disabled[0]["error"]
