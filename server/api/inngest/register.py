@@ -44,7 +44,11 @@ def _str(raw: dict[str, Any], key: str, at: str, required: bool = True) -> str:
 
 
 def http_url(value: str, field: str) -> str:
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a port that is not a number in range
+    except ValueError:  # `http://[::1`: an unclosed IPv6 bracket
+        raise InvalidArgument(field, f"{value!r} is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise InvalidArgument(field, f"{value!r} is not an http(s) URL")
     return value

@@ -5,11 +5,17 @@ with `POST /fn/register` (out-of-band sync) and relays the result. Apps come fro
 `--sdk-url` / `-u`, from the sync API, and in dev mode from discovery: a cheap scan of the usual
 local ports for an answer carrying `X-Inngest-SDK`. Every known URL is probed on each pass, and
 an app that disappears and comes back (a restart with new code) is synced again.
+
+In dev mode the server only ever connects to loopback apps (127.0.0.0/8, ::1, `localhost`)
+unless `--allow-remote-sync` is given: the sync API is reachable from any local process, and
+it must not become a way to make the server send requests elsewhere. The check reads the host
+the HTTP client will connect to, before any connection or name lookup.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,6 +29,7 @@ from server.config import Mode, Settings
 from server.drivers.http import signing
 from server.drivers.http._jcs import canonical
 from server.drivers.http._request import server_kind
+from server.errors import InvalidArgument
 from server.tasks import raise_if_cancelling
 
 log = structlog.get_logger(__name__)
@@ -55,6 +62,40 @@ def _message(body: dict[str, Any], fallback: str) -> str:
     return fallback
 
 
+def _is_loopback(host: str) -> bool:
+    """Only literal loopback addresses and `localhost`: any other name would need a lookup,
+    and what it resolves to can change between the check and the connection."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def sync_target(url: str, settings: Settings) -> httpx.URL:
+    """The app URL to connect to, or an InvalidArgument naming `url` when it is malformed or,
+    in dev mode without --allow-remote-sync, not on a loopback address."""
+    try:
+        parsed = httpx.URL(url)
+        port = parsed.port
+    except (httpx.InvalidURL, ValueError, TypeError):
+        raise InvalidArgument("url", f"{url!r} is not a valid URL") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise InvalidArgument("url", f"{url!r} is not an http(s) URL")
+    if port is not None and not 0 < port < 65536:
+        raise InvalidArgument("url", f"{url!r} has port {port}, not in 1..65535")
+    if (settings.mode is Mode.DEV and not settings.allow_remote_sync
+            and not _is_loopback(parsed.host)):
+        raise InvalidArgument(
+            "url", f"{parsed.host!r} is not a loopback address: in dev mode apps are synced "
+            "only on 127.0.0.0/8, ::1 or localhost (--allow-remote-sync allows others)")
+    return parsed
+
+
 def _is_sdk(response: httpx.Response) -> bool:
     # An SDK that refused our signature strips its X-Inngest-* headers but this one.
     return "x-inngest-sdk" in response.headers or "x-inngest-sdk-handled" in response.headers
@@ -68,7 +109,14 @@ class AppSync:
         self._ports = tuple(p for p in ports if p != own_port)
         self._client: httpx.AsyncClient | None = None
         # URL -> whether it answered the last probe and has been synced since it came up.
-        self._watched: dict[str, bool] = dict.fromkeys(settings.sdk_url_list, False)
+        self._watched: dict[str, bool] = {}
+        for url in settings.sdk_url_list:
+            try:
+                sync_target(url, settings)
+            except InvalidArgument as e:
+                log.warning("app.sync_refused", url=url, error=e.message)
+                continue
+            self._watched[url] = False
 
     def _headers(self, body: bytes) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "User-Agent": f"plait/{__version__}",
@@ -78,11 +126,13 @@ class AppSync:
         return headers
 
     async def sync(self, url: str) -> SyncResult:
-        """Asks the app at `url` to register its functions; reports what it answered."""
+        """Asks the app at `url` to register its functions; reports what it answered. A URL
+        the server may not connect to is an InvalidArgument, raised before any connection."""
+        target = sync_target(url, self._settings)
         body = canonical({"url": url})
         async with httpx.AsyncClient(timeout=SYNC_TIMEOUT_S) as client:
             try:
-                response = await client.put(url, content=body, headers=self._headers(body))
+                response = await client.put(target, content=body, headers=self._headers(body))
             except httpx.HTTPError as e:
                 return SyncResult(url, False, 0, f"{url} is unreachable: {e or type(e).__name__}")
         try:
@@ -105,6 +155,10 @@ class AppSync:
         return SyncResult(url, True, 200, body=answer)
 
     async def _present(self, url: str) -> bool:
+        try:
+            target = sync_target(url, self._settings)
+        except InvalidArgument:
+            return False
         if self._client is None:
             async with httpx.AsyncClient(timeout=PROBE_TIMEOUT_S) as client:
                 self._client = client
@@ -113,7 +167,7 @@ class AppSync:
                 finally:
                     self._client = None
         try:
-            response = await self._client.get(url, headers=self._headers(b""))
+            response = await self._client.get(target, headers=self._headers(b""))
         except httpx.HTTPError:
             return False
         return _is_sdk(response)
