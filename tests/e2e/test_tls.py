@@ -24,10 +24,11 @@ from plait_proto.v1 import (
 )
 
 from server.app import PlaitServer
-from server.config import Settings
+from server.config import Mode, Settings
 from server.errors import ConfigError
+from tests.compat.apps import TERMINAL, sdk_env, start_app
 from tests.e2e.conftest import Running, running_server
-from tests.e2e.harness import eventually
+from tests.e2e.harness import eventually, free_port
 
 SIGNING_KEY = "signkey-test-" + "7c" * 16
 ADMIN = (("authorization", "Bearer admin-1"),)
@@ -200,3 +201,43 @@ def test_the_worker_refuses_half_a_client_certificate(pki: Pki) -> None:
         Worker(App("x"), tls_ca=pki.ca_pem, tls_cert=pki.client_cert)
     with pytest.raises(ValueError, match="tls_ca has value"):
         Worker(App("x"), tls_ca=pki.ca_pem.with_name("missing.pem"))
+
+
+async def test_an_inngest_sdk_app_runs_end_to_end_against_a_tls_server(
+    settings: Settings, pki: Pki, tmp_path: Path,
+) -> None:
+    """The official Python SDK, unchanged, sends its events to Plait over HTTPS (trusting the
+    CA through SSL_CERT_FILE); Plait calls it and checks its signed answers."""
+    if settings.mode is not Mode.PRODUCTION:
+        pytest.skip("the signing key and event key make this a production test")
+    http_port = free_port()
+    env = {**sdk_env(http_port, SIGNING_KEY, "key"),
+           "INNGEST_BASE_URL": f"https://127.0.0.1:{http_port}", "SSL_CERT_FILE": str(pki.ca_pem)}
+    app = await start_app("py", env, tmp_path)
+    secured = dataclasses.replace(tls_settings(settings, pki), http_port=http_port,
+                                  sdk_urls=app.url)
+    base = f"https://127.0.0.1:{http_port}"
+    headers = {"Authorization": f"Bearer {SIGNING_KEY}"}
+    try:
+        async with running_server(secured), httpx.AsyncClient(
+                verify=https_context(pki, with_cert=False), headers=headers, timeout=30) as http:
+            async def functions() -> set[str]:
+                return {f["id"] for f in (await http.get(f"{base}/dev")).json()["functions"]}
+
+            await eventually(functions, lambda ids: f"{app.app_id}-sequential" in ids, 30,
+                             "the SDK app's registration")
+            sent = await app.send(app.event("sequential"), {"key": "tls"})
+            assert sent.status_code == 200, sent.text
+            (event_id,) = sent.json()["ids"]
+
+            async def runs() -> list[dict[str, object]]:
+                reply = await http.get(f"{base}/v1/events/{event_id}/runs")
+                return list(reply.json()["data"])
+
+            (run,) = await eventually(
+                runs, lambda rs: len(rs) == 1 and rs[0]["status"] in TERMINAL, 30,
+                "the SDK app's run")
+            assert run["status"] == "Completed", run
+            assert run["output"]["steps"] == [1, 2, 3]  # type: ignore[index]
+    finally:
+        app.stop()
