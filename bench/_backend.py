@@ -27,7 +27,8 @@ async def embedded(tmp: Path) -> AsyncIterator[list[str]]:
 async def production(redis_db: int) -> AsyncIterator[list[str]]:
     """Yields `start` arguments for a flushed Redis db and a new database, dropped after."""
     async with _redis_db(redis_db) as redis_url, _pg_database() as database_url:
-        yield ["start", "--redis-url", redis_url, "--database-url", database_url]
+        # Open like the embedded backend (no tokens or keys), so the two compare like for like.
+        yield ["start", "--redis-url", redis_url, "--database-url", database_url, "--insecure"]
 
 
 @contextlib.asynccontextmanager
