@@ -129,6 +129,10 @@ class PlaitServer:
         if s.mode is Mode.PRODUCTION and not interceptors:
             log.warning("grpc.unauthenticated",
                         hint="set --grpc-tokens (PLAIT_GRPC_TOKENS) so gRPC calls need a token")
+        elif interceptors and not s.admin_token_list:
+            log.warning("grpc.no_admin_tokens",
+                        hint="ManagementService calls (cancel, replay, pause, reading runs) are "
+                             "refused until --admin-tokens (PLAIT_ADMIN_TOKENS) is set")
         self._grpc = grpc.aio.server(options=options, interceptors=interceptors)
         wanted = s.role_set
         if "api" in wanted:
