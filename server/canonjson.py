@@ -23,6 +23,8 @@ MAX_DEPTH = 64
 # The integers an IEEE double holds exactly (JavaScript's Number.MAX_SAFE_INTEGER).
 MAX_SAFE_INTEGER = 2**53 - 1
 
+# How every refusal of text that does not parse begins (as opposed to a broken rule).
+NOT_JSON = "is not valid JSON"
 _BOM = b"\xef\xbb\xbf"
 _DEEP_RUN = b"["  # times max_depth + 1: that many opened in a row is too deep at once
 # Bytes a depth scan keeps: brackets, and the quotes that say which brackets are in strings.
@@ -116,9 +118,9 @@ def _parse(data: bytes | str, field: str, max_depth: int, big_ints: bool) -> tup
     except _Refused as e:
         raise InvalidArgument(field, str(e)) from None
     except json.JSONDecodeError as e:
-        raise InvalidArgument(field, f"is not valid JSON: {e}") from None
+        raise InvalidArgument(field, f"{NOT_JSON}: {e}") from None
     except (ValueError, RecursionError) as e:  # an int past Python's digit limit; paranoia
-        raise InvalidArgument(field, f"is not valid JSON ({type(e).__name__})") from None
+        raise InvalidArgument(field, f"{NOT_JSON} ({type(e).__name__})") from None
     return value, raw
 
 

@@ -6,21 +6,24 @@ out of `ctx`, which keeps the js SDK in its plain async mode (no checkpoint call
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from server import __version__
+from server import __version__, canonjson
 from server.config import Mode, Settings
 from server.drivers.http import signing
 from server.drivers.http._jcs import canonical
+from server.errors import InvalidArgument
 from server.types import Job
 
 # "Run from the top" in the SDKs' protocol; any other value is the step to run on its own.
 DISCOVERY_STEP_ID = "step"
 EXECUTION_VERSION = 2
+# What Plait stores holds canonjson's rules; events and memos nest them a few levels down
+# (an internal event's run event, an invoke's {"data": output}). Deeper is damaged data.
+STORED_MAX_DEPTH = canonjson.MAX_DEPTH + 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +41,24 @@ def step_url(function_url: str, step_id: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
+class JobDataError(ValueError):
+    """The job's stored data cannot be sent (JSON stored before the rules of
+    server/canonjson.py, or damaged): a fault of the job, not of the app, so sending it
+    again cannot help. A ValueError, one of the drivers' DATA_ERRORS."""
+
+
+def _stored(raw: bytes, field: str) -> Any:
+    try:
+        # Integers past 2**53 stored before the rules are sent as JSON.stringify would.
+        return canonjson.loads(raw, field, max_depth=STORED_MAX_DEPTH, big_ints=True)
+    except InvalidArgument as e:
+        raise JobDataError(f"the job's {e.message}") from None
+
+
 def _event(event_json: bytes) -> dict[str, Any]:
-    event: dict[str, Any] = json.loads(event_json)
+    event = _stored(event_json, "event")
+    if not isinstance(event, dict):
+        raise JobDataError("the job's event is not a JSON object")
     event.setdefault("data", {})
     event.setdefault("user", {})
     return event
@@ -53,13 +72,14 @@ def ordered_stack(stack: Sequence[str], steps: dict[str, bytes]) -> list[str]:
 
 
 def build_call(job: Job, function_url: str, stack: Sequence[str], settings: Settings) -> SdkCall:
+    """The request for `job`; JobDataError (a ValueError) when its data cannot be sent."""
     step_id = job.target_step or DISCOVERY_STEP_ID
     event = _event(job.event_json)
     order = ordered_stack(stack, job.steps)
-    body = canonical({
+    body = _body({
         "event": event,
         "events": [event],
-        "steps": {s: json.loads(job.steps[s]) for s in order},
+        "steps": {s: _stored(job.steps[s], f"step {s[:64]!r}") for s in order},
         "ctx": {
             "run_id": job.run_id,
             "attempt": job.attempt,
@@ -88,6 +108,13 @@ def build_call(job: Job, function_url: str, stack: Sequence[str], settings: Sett
     if settings.signing_key:
         headers["X-Inngest-Signature"] = signing.sign(body, settings.signing_key)
     return SdkCall(step_url(function_url, step_id), headers, body)
+
+
+def _body(value: dict[str, Any]) -> bytes:
+    try:
+        return canonical(value)
+    except (ValueError, TypeError, RecursionError) as e:  # a NaN or a lone surrogate stored
+        raise JobDataError(f"the job's data has no JSON form: {type(e).__name__}: {e}") from None
 
 
 def server_kind(settings: Settings) -> str:

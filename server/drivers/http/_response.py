@@ -14,7 +14,10 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from server import canonjson
+from server.canonjson import NOT_JSON, canonical
 from server.durations import duration_ms
+from server.errors import InvalidArgument
 from server.types import (
     ErrorInfo,
     InvokeFunction,
@@ -123,7 +126,14 @@ def _name(op: dict[str, Any], step_id: str) -> str:
 
 
 def _json(value: Any) -> bytes:
+    # NaN stays NaN here (from a float the SDK sent): the executor's check refuses it by name.
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _loads(body: bytes, field: str, extra_depth: int = 0) -> Any:
+    """An SDK's JSON under canonjson's rules; `extra_depth` for the ops list and op object
+    (or the 201 wrapper) around an output that may itself nest MAX_DEPTH deep."""
+    return canonjson.loads(body, field, max_depth=canonjson.MAX_DEPTH + extra_depth)
 
 
 def _one_op(op: dict[str, Any], job: Job, headers: Mapping[str, str], now_ms: int) -> Opcode:
@@ -230,8 +240,8 @@ def _no_retry(headers: Mapping[str, str]) -> bool:
 
 def _failure(status: int, headers: Mapping[str, str], body: bytes, now_ms: int) -> RunFailed:
     try:
-        parsed: Any = json.loads(body) if body.strip() else None
-    except ValueError:
+        parsed: Any = _loads(body, "error body") if body.strip() else None
+    except InvalidArgument:
         parsed = _text(body)
     error = _error(parsed, f"the SDK answered HTTP {status}")
     return RunFailed(error, non_retriable=_no_retry(headers),
@@ -240,7 +250,7 @@ def _failure(status: int, headers: Mapping[str, str], body: bytes, now_ms: int) 
 
 def _unwrap_stream(body: bytes) -> tuple[int, dict[str, str], bytes]:
     """A 201 answer is keepalive spaces, then {"status", "headers", "body"} of the real one."""
-    wrapped = json.loads(body.strip())
+    wrapped = _loads(body.strip(), "201 body", extra_depth=2)
     if not isinstance(wrapped, dict) or not isinstance(wrapped.get("status"), int):
         raise ValueError("not a wrapped response")
     inner = wrapped.get("body", "")
@@ -264,21 +274,21 @@ def opcode_from_response(
         if status == 201:
             try:
                 status, inner, body = _unwrap_stream(body)
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, InvalidArgument):
                 return RunFailed(ErrorInfo("BadStream", "a 201 stream without a final response"))
             headers = {**headers, **inner}
         if status == 200:
             try:
-                json.loads(body or b"null")
-            except (ValueError, UnicodeDecodeError):
-                return RunFailed(ErrorInfo("OutputError", "the function's output is not JSON"),
-                                 non_retriable=True)
-            return RunCompleted(body.strip() or b"null")
+                return RunCompleted(canonical(body.strip() or b"null", "the function's output"))
+            except InvalidArgument as e:
+                return RunFailed(ErrorInfo("OutputError", e.message), non_retriable=True)
         if status == 206:
             try:
-                parsed = json.loads(body)
-            except (ValueError, UnicodeDecodeError):
-                return RunFailed(ErrorInfo("BadResponse", "a 206 body that is not JSON"))
+                parsed = _loads(body, "the 206 body", extra_depth=2)
+            except InvalidArgument as e:
+                if e.reason.startswith(NOT_JSON):  # cut short in transit: worth a retry
+                    return RunFailed(ErrorInfo("BadResponse", "a 206 body that is not JSON"))
+                return RunFailed(ErrorInfo("OutputError", e.message), non_retriable=True)
             return _ops(parsed, job, headers, now_ms)
     except _Unsupported as e:
         return RunFailed(ErrorInfo("Unsupported", f"Plait does not support {e} yet"),

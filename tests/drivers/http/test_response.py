@@ -6,9 +6,11 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from server.drivers.http._response import opcode_from_response, retry_after_ms
-from server.durations import duration_ms
+from server.durations import MAX_DURATION_MS, duration_ms
 from server.types import (
     FunctionId,
     InvokeFunction,
@@ -39,7 +41,7 @@ def _answer(status: int, body: Any, headers: dict[str, str] | None = None,
 
 
 def test_a_200_completes_the_run_with_the_body_as_output() -> None:
-    assert _answer(200, {"done": True}) == RunCompleted(b'{"done": true}')
+    assert _answer(200, {"done": True}) == RunCompleted(b'{"done":true}')
     assert _answer(200, b"") == RunCompleted(b"null")
 
 
@@ -146,3 +148,63 @@ def test_durations_and_retry_after() -> None:
     assert retry_after_ms("Mon, 24 Nov 2025 16:00:05 GMT", NOW) == 5000
     assert retry_after_ms("2020-01-01T00:00:00Z", NOW) == 0
     assert retry_after_ms("99999", NOW) == 86_400_000
+
+
+DEEP = "[" * 1000 + "]" * 1000
+
+
+@pytest.mark.parametrize(("body", "rule"), [
+    (b'{"x": NaN}', "finite"), (b"1e999", "finite"), (DEEP.encode(), "nests deeper"),
+    (b"\xef\xbb\xbf{}", "byte order mark"), (b"[%d]" % 2**60, "beyond"),
+])
+def test_a_200_output_breaking_a_json_rule_fails_the_run_for_good(body: bytes, rule: str) -> None:
+    failed = _answer(200, body)
+    assert isinstance(failed, RunFailed) and failed.non_retriable
+    assert failed.error.name == "OutputError" and rule in failed.error.message
+
+
+def test_a_200_output_is_kept_in_canonical_form() -> None:
+    assert _answer(200, b' { "a" : "\\u00e9" } ') == RunCompleted('{"a":"é"}'.encode())
+
+
+def test_a_206_op_with_deep_or_nan_data_fails_the_run_instead_of_raising() -> None:
+    deep = ('[{"op":"StepRun","id":"h","data":' + DEEP + "}]").encode()
+    failed = _answer(206, deep)
+    assert isinstance(failed, RunFailed) and failed.non_retriable
+    assert "nests deeper" in failed.error.message
+    nan = _answer(206, b'[{"op":"StepRun","id":"h","data":NaN}]')
+    assert isinstance(nan, RunFailed) and nan.non_retriable and "NaN" in nan.error.message
+    cut = _answer(206, b'[{"op":"StepRun","id":"h","da')
+    assert isinstance(cut, RunFailed) and not cut.non_retriable
+    assert cut.error.name == "BadResponse"
+
+
+def test_a_step_output_64_levels_deep_travels_in_a_206() -> None:
+    output = '{"a":' * 64 + "1" + "}" * 64
+    op = _answer(206, f'[{{"op":"StepRun","id":"h","data":{output}}}]'.encode())
+    assert op == StepCompleted(StepId("h"), "h", output.encode())
+
+
+def test_deep_error_and_stream_bodies_are_answers_not_exceptions() -> None:
+    failed = _answer(500, DEEP.encode())
+    assert isinstance(failed, RunFailed) and "HTTP 500" not in failed.error.message
+    stream = _answer(201, b"  " + DEEP.encode())
+    assert isinstance(stream, RunFailed) and stream.error.name == "BadStream"
+
+
+def test_a_sleep_of_400_digits_fails_the_run_saying_so() -> None:
+    failed = _answer(206, [{"op": "Sleep", "id": "z", "name": "9" * 400 + "s"}])
+    assert isinstance(failed, RunFailed) and failed.error.name == "Unsupported"
+
+
+def test_durations_are_short_and_whole_and_capped() -> None:
+    assert duration_ms("9" * 400 + "s") is None
+    assert duration_ms("2s\n") is None and duration_ms("\u0663s") is None
+    assert duration_ms("99999999999999999999w") == MAX_DURATION_MS
+
+
+@given(st.sampled_from([200, 201, 206, 400, 500]),
+       st.binary(max_size=300) | st.text(alphabet='[]{}"\\,:1eN.-op', max_size=300).map(
+           str.encode))
+def test_any_sdk_answer_becomes_an_opcode_never_an_exception(status: int, body: bytes) -> None:
+    _answer(status, body)
