@@ -265,9 +265,14 @@ class Executor:
             self.wake()
 
     async def extend(self, jobs: Sequence[Job]) -> None:
+        """Extends held leases. Redis refusing it (OOM) is logged, not raised: a worker's
+        stream must not end over a heartbeat, and a lease that lapses is only redelivered."""
         if jobs:
-            await self._queue.extend(
-                [HeldLease(j.job_id, j.lease_id, j.run_id) for j in jobs], _now_ms())
+            try:
+                await self._queue.extend(
+                    [HeldLease(j.job_id, j.lease_id, j.run_id) for j in jobs], _now_ms())
+            except (ResponseError, StorageError) as e:
+                log.warning("lease.extend_refused", jobs=len(jobs), error=str(e))
 
     async def cancel_run(self, run_id: RunId) -> RunStatus:
         status, was_leased = await self._state.cancel_run(run_id, _now_ms())
