@@ -32,8 +32,9 @@ class Driver(Protocol):
     async def dispatch(self, jobs: Sequence[Job]) -> list[Job]:
         """Sends jobs to workers; returns those it could not place. A driver hands a job it
         placed but could not deliver back through Executor.release (with why) or, for a
-        fault of the job's data, Executor.dispatch_failed: never straight to the queue. An
-        exception from here makes the executor dispatch the jobs one by one, confining it."""
+        fault of the job's data, Executor.dispatch_failed: never straight to the queue. It
+        may raise only before it has placed any of `jobs`: the executor then dispatches them
+        one by one, confining the error to the job that causes it."""
         ...
 
     async def cancel(self, run_id: RunId) -> bool:

@@ -21,6 +21,7 @@ from server.drivers import DATA_ERRORS, undeliverable
 from server.drivers.http import signing
 from server.drivers.http._request import build_call
 from server.drivers.http._response import opcode_from_response
+from server.errors import StorageError
 from server.executor.executor import Executor
 from server.runner.index import FunctionIndex
 from server.state import Outcome, StateStore
@@ -172,6 +173,9 @@ class HttpDriver:
         except _Undelivered as e:
             if current is not None:
                 await self._release(current, e.reason)
+        except StorageError as e:  # Redis kept refusing the commit: the answer is not kept
+            if current is not None:
+                await self._release(current, f"its result could not be committed: {e}")
         except Exception as e:
             # Confined to this job: it comes back after the redelivery backoff, and its run
             # fails past the cap; the driver and the other calls go on.
