@@ -7,6 +7,7 @@ accepting, tell workers to drain, hand back held leases, stop the roles, close s
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from server.keys import Keys
 from server.queue import Queue
 from server.redis_client import open_redis
 from server.runner.cron import Clock, Scheduler
+from server.runner.guard import app_of_function
 from server.runner.index import FunctionIndex
 from server.runner.registry import Registry
 from server.runner.runner import Runner
@@ -124,7 +126,8 @@ class PlaitServer:
         options = [("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
                    ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES)]
         # Any token configured turns authentication on; none (dev, or --insecure) leaves it off.
-        interceptors = ([TokenInterceptor(s.grpc_token_list, s.admin_token_list)]
+        interceptors = ([TokenInterceptor(s.grpc_token_list, s.admin_token_list,
+                                          functools.partial(app_of_function, registry))]
                         if s.grpc_token_list or s.admin_token_list else [])
         if s.mode is Mode.PRODUCTION and not interceptors:
             log.warning("grpc.unauthenticated",

@@ -24,6 +24,8 @@ _REGISTER_TIMEOUT_S = 10.0
 _NEEDS_TOKEN = "authorization: a valid 'Bearer <token>' is required"
 
 Metadata = Sequence[tuple[str, str | bytes]] | None
+# The app id of a registered function id, or None when it is unknown.
+AppOf = Callable[[str], Awaitable[str | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +38,13 @@ class Grant:
     def serves(self, app_id: str) -> bool:
         return self.apps is None or app_id in self.apps
 
-    def owns_function(self, function_id: str) -> bool:
-        # Global function ids are "{app_id}-{slug}".
-        return self.apps is None or any(function_id.startswith(f"{a}-") for a in self.apps)
+    async def owns_function(self, function_id: str, app_of: AppOf | None) -> bool:
+        if self.apps is None:
+            return True
+        if app_of is not None:
+            return await app_of(function_id) in self.apps
+        # Without the registry, the prefix of the global id "{app_id}-{slug}" decides.
+        return any(function_id.startswith(f"{a}-") for a in self.apps)
 
 
 def parse_worker_token(entry: str) -> tuple[str, frozenset[str] | None]:
@@ -146,13 +152,14 @@ def _connect_for(handler: grpc.RpcMethodHandler, grant: Grant) -> grpc.RpcMethod
         response_serializer=handler.response_serializer)
 
 
-def _run_state_for(handler: grpc.RpcMethodHandler, grant: Grant) -> grpc.RpcMethodHandler:
+def _run_state_for(handler: grpc.RpcMethodHandler, grant: Grant,
+                   app_of: AppOf | None) -> grpc.RpcMethodHandler:
     """Run state, answered only for runs of the token's apps."""
     inner = handler.unary_unary
 
     async def get(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         reply = await inner(request, context)
-        if not grant.owns_function(reply.function_id):
+        if not await grant.owns_function(reply.function_id, app_of):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 f"run_id: run {request.run_id!r} belongs to an app this token "
                                 "may not serve")
@@ -166,8 +173,12 @@ def _run_state_for(handler: grpc.RpcMethodHandler, grant: Grant) -> grpc.RpcMeth
 class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """UNAUTHENTICATED without `Bearer <known token>`; PERMISSION_DENIED beyond its scope."""
 
-    def __init__(self, tokens: Sequence[str], admin_tokens: Sequence[str] = ()) -> None:
+    def __init__(self, tokens: Sequence[str], admin_tokens: Sequence[str] = (),
+                 app_of: AppOf | None = None) -> None:
+        """`app_of` finds a function's app (the registry); it decides which runs' state a
+        token limited to apps may read."""
         self._tokens = Tokens(tokens, admin_tokens)
+        self._app_of = app_of
 
     async def intercept_service(
         self,
@@ -190,5 +201,5 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if method == _CONNECT:
             return _connect_for(handler, grant)
         if method == _RUN_STATE:
-            return _run_state_for(handler, grant)
+            return _run_state_for(handler, grant, self._app_of)
         return handler

@@ -135,8 +135,9 @@ async def test_a_token_limited_to_apps_may_not_register_or_read_another_app(
         # Its own app runs end to end; another app's run state stays closed to it.
         allowed = Worker(_app("scoped-a", "a/go"), server=plait.client.target, token="only-a",
                          shutdown_grace_s=1)
-        other = Worker(_app("other", "o/go"), server=plait.client.target, token="admin-1",
-                       shutdown_grace_s=1)
+        # An app whose id starts like the allowed one: the scope is by app, not by prefix.
+        other = Worker(_app("scoped-a-other", "o/go"), server=plait.client.target,
+                       token="admin-1", shutdown_grace_s=1)
         tasks = [asyncio.create_task(w.arun()) for w in (allowed, other)]
         try:
             management = management_pb2_grpc.ManagementServiceStub(channel)
@@ -146,7 +147,7 @@ async def test_a_token_limited_to_apps_may_not_register_or_read_another_app(
                                                        metadata=ADMIN)
                 return {f.id for f in reply.functions}
 
-            await eventually(listed, lambda ids: {"scoped-a-f", "other-f"} <= ids, 20,
+            await eventually(listed, lambda ids: {"scoped-a-f", "scoped-a-other-f"} <= ids, 20,
                              "registration")
             events = event_pb2_grpc.EventServiceStub(channel)
             sent = await events.SendEvents(event_pb2.SendEventsRequest(events=[
