@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
 from plait import App, Context, Step, TriggerEvent
 from plait_proto.v1 import run_pb2
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ulid import ULID
 
 from server.config import Settings
+from server.events import ingest as ingest_module
 from server.events.ingest import EventIngest, EventInput
 from server.events.reconcile import GRACE_MS, LEDGER_KEEP_MS, WINDOW_MS, Reconciler
 from server.history import migrate, open_database, store
@@ -186,5 +188,32 @@ async def test_an_event_whose_ingest_died_before_the_stream_still_starts_its_run
                 assert run.status == run_pb2.RUN_STATUS_COMPLETED
                 assert json.loads(run.output_json) == {"n": 7}
                 assert len(await plait.client.runs_of_event(event.id)) == 1
+        finally:
+            await engine.dispose()
+
+
+async def test_an_ingest_failing_after_its_insert_acknowledges_nothing_and_the_run_starts(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = App("recon2")
+
+    @app.function("cut", trigger=TriggerEvent("recon/cut"))
+    async def cut(ctx: Context, step: Step) -> dict[str, object]:
+        return {"n": await step.run("read", lambda: ctx.event.data["n"])}
+
+    async def dies(*_: object) -> int:
+        raise ConnectionError("the process died between the two writes")
+
+    async with running_server(settings) as plait:
+        engine = await open_database(plait.endpoints.database_url)
+        try:
+            async with running_worker(app, plait.client):
+                monkeypatch.setattr(ingest_module, "append_events", dies)
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await plait.client.send("recon/cut", {"n": 3})
+                monkeypatch.undo()
+                [stored] = await store.list_events(engine, "recon/cut", 10, None)
+                run = await plait.client.finished_run_of(stored.id, timeout_s=30)
+                assert json.loads(run.output_json) == {"n": 3}
         finally:
             await engine.dispose()
