@@ -11,6 +11,14 @@ from ulid import ULID
 from server.state import StateStore
 from server.types import RunId, RunStatus
 
+MAX_STEP_IDS = 1000
+# A GetSteps response: what the caller accepts (8 MiB when it says nothing, the Python SDK's
+# limit), never more than the server's own gRPC send limit (server/app.py).
+DEFAULT_RESPONSE_BYTES = 8 * 1024 * 1024
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+# More than one map entry's framing (tags and length varints) costs.
+_ENTRY_OVERHEAD = 24
+
 _STATUS = {
     RunStatus.QUEUED: run_pb2.RUN_STATUS_QUEUED,
     RunStatus.RUNNING: run_pb2.RUN_STATUS_RUNNING,
@@ -47,3 +55,38 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
             event=event, steps=run.steps, output_json=run.output_json,
             error_json=run.error_json,
         )
+
+    async def GetSteps(
+        self, request: state_pb2.GetStepsRequest,
+        context: grpc.aio.ServicerContext[state_pb2.GetStepsRequest,
+                                          state_pb2.GetStepsResponse],
+    ) -> state_pb2.GetStepsResponse:
+        """Memos a job left out (`Job.fetch_steps`), for the worker holding its lease."""
+        ids = list(request.step_ids)
+        if not 1 <= len(ids) <= MAX_STEP_IDS or not all(ids):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"step_ids: {len(ids)} ids, must be 1..{MAX_STEP_IDS} non-empty")
+        if request.max_response_bytes < 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "max_response_bytes: must not be negative (0: 8 MiB)")
+        run_id = RunId(request.run_id)
+        sizes = await self._state.held_memo_sizes(run_id, request.job_id, request.lease_id, ids)
+        if sizes is None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"job {request.job_id!r} of run {request.run_id!r} is not leased under "
+                f"{request.lease_id!r}: its lease expired, or the run ended")
+            raise AssertionError("abort raises")
+        budget = min(request.max_response_bytes or DEFAULT_RESPONSE_BYTES, MAX_RESPONSE_BYTES)
+        # The ids not returned are named in the response: their room is kept from the start.
+        taken, used = 0, sum(len(i.encode()) + 4 for i in ids)
+        for step_id, size in zip(ids, sizes, strict=True):
+            if size == 0:
+                await context.abort(grpc.StatusCode.NOT_FOUND,
+                                    f"step_ids: step {step_id!r} is not memoised")
+            cost = len(step_id.encode()) + size + _ENTRY_OVERHEAD
+            if taken and used + cost > budget:
+                break
+            taken, used = taken + 1, used + cost
+        steps = await self._state.memos(run_id, ids[:taken])
+        return state_pb2.GetStepsResponse(steps=steps, remaining_step_ids=ids[taken:])

@@ -54,6 +54,7 @@ def register_to_pb(msg: Register) -> queue_pb2.Register:
         sdk_version=msg.sdk_version,
         max_concurrent_jobs=msg.max_concurrent_jobs,
         instance_id=msg.instance_id,
+        max_receive_message_bytes=msg.max_receive_message_bytes,
     )
 
 
@@ -117,6 +118,7 @@ def job_from_pb(job: queue_pb2.Job) -> Job:
         traceparent=job.traceparent,
         tracestate=job.tracestate,
         target_step=job.target_step,
+        fetch_steps=tuple(job.fetch_steps),
     )
 
 

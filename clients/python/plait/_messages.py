@@ -10,6 +10,10 @@ from typing import Any
 
 from plait._triggers import TriggerCron, TriggerEvent
 
+# The largest message the worker accepts or sends; announced at registration, so the server
+# keeps each job under it and leaves out memoised steps for the worker to fetch.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class Job:
@@ -32,6 +36,9 @@ class Job:
     tracestate: str = ""
     # Set on the job of one planned (parallel) step: run only that step.
     target_step: str = ""
+    # Memoised steps the server left out of `steps` (the message would have been too large):
+    # the worker reads them through StateService.GetSteps before running the function.
+    fetch_steps: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +239,7 @@ class Register:
     instance_id: str
     language: str = "python"
     sdk_name: str = "plait-python"
+    max_receive_message_bytes: int = MAX_MESSAGE_BYTES
 
 
 @dataclass(frozen=True, slots=True)

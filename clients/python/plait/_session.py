@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
+
+import grpc
 
 from plait._app import App
 from plait._encode import error_info
 from plait._execute import execute
-from plait._messages import Cancel, Drain, Heartbeat, Job, JobResult, Jobs, Registered, RunFailed
+from plait._messages import (
+    Cancel,
+    Drain,
+    ErrorInfo,
+    Heartbeat,
+    Job,
+    JobResult,
+    Jobs,
+    Opcode,
+    Registered,
+    RunFailed,
+)
 from plait._outbox import Outbox
 from plait._stream import Stream
 
@@ -153,7 +167,7 @@ class Session:
         try:
             async with self._slots:
                 try:
-                    opcode = await execute(self._app, job)
+                    opcode = await self._execute(job)
                 except Exception as exc:  # a bug in the SDK must not take the stream down
                     _LOG.exception("plait worker: job %s crashed the SDK", job.job_id)
                     opcode = RunFailed(error_info(exc))
@@ -163,6 +177,21 @@ class Session:
                 del self._running[job.job_id]
                 if not self._running:
                     self._idle.set()
+
+    async def _execute(self, job: Job) -> Opcode:
+        if job.fetch_steps:
+            # The server left memos out to keep the job under our message limit: replaying
+            # without them would run those steps again.
+            try:
+                fetched = await self._stream.fetch_steps(job)
+            except (grpc.aio.AioRpcError, ConnectionError) as exc:
+                _LOG.warning("plait worker: job %s: fetching %d memoised step(s) failed: %s",
+                             job.job_id, len(job.fetch_steps), exc)
+                # Answered, so the server frees the slot; a retry gets a new lease.
+                return RunFailed(ErrorInfo(
+                    "FetchStepsError", f"could not fetch the run's memoised steps: {exc}"))
+            job = dataclasses.replace(job, steps={**job.steps, **fetched}, fetch_steps=())
+        return await execute(self._app, job)
 
     def _cancel(self, job_ids: tuple[str, ...]) -> None:
         for job_id in job_ids:

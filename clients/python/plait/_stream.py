@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import grpc
-from plait_proto.v1 import queue_pb2_grpc
+from plait_proto.v1 import queue_pb2_grpc, state_pb2, state_pb2_grpc
 
 from plait._convert import request_to_pb, response_from_pb
-from plait._messages import Incoming, Outgoing
+from plait._messages import MAX_MESSAGE_BYTES, Incoming, Job, Outgoing
 
-# Jobs carry memoised outputs of up to 4 MiB each; 8 MiB leaves room for a few per message.
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+# One GetSteps call; a job's lease outlives several.
+GET_STEPS_TIMEOUT_S = 30.0
 
 
 def open_channel(server: str, credentials: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
@@ -33,7 +33,29 @@ class Stream:
 
     def __init__(self, channel: grpc.aio.Channel, metadata: Sequence[tuple[str, str]]) -> None:
         stub = queue_pb2_grpc.QueueServiceStub(channel)
-        self._call = stub.Connect(metadata=tuple(metadata) or None)
+        self._metadata = tuple(metadata) or None
+        self._call = stub.Connect(metadata=self._metadata)
+        self._state = state_pb2_grpc.StateServiceStub(channel)
+
+    async def fetch_steps(self, job: Job) -> dict[str, bytes]:
+        """The memos the server left out of `job` (`job.fetch_steps`), read under its lease
+        one response within our message limit at a time. Raises grpc.aio.AioRpcError."""
+        wanted = list(job.fetch_steps)
+        steps: dict[str, bytes] = {}
+        while wanted:
+            reply = await self._state.GetSteps(
+                state_pb2.GetStepsRequest(
+                    run_id=job.run_id, job_id=job.job_id, lease_id=job.lease_id,
+                    step_ids=wanted, max_response_bytes=MAX_MESSAGE_BYTES,
+                ),
+                metadata=self._metadata,
+                timeout=GET_STEPS_TIMEOUT_S,
+            )
+            steps.update(reply.steps)
+            if len(reply.remaining_step_ids) >= len(wanted):
+                raise ConnectionError(f"GetSteps returned none of {len(wanted)} step(s)")
+            wanted = list(reply.remaining_step_ids)
+        return steps
 
     async def send(self, msg: Outgoing) -> None:
         await self._call.write(request_to_pb(msg))

@@ -8,6 +8,7 @@ stream ends its jobs go back to the queue for another worker.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -25,17 +26,27 @@ from server.drivers.grpc._convert import (
     registration_from_pb,
     result_from_pb,
 )
+from server.drivers.grpc._fit import (
+    DEFAULT_WORKER_LIMIT,
+    MIN_WORKER_LIMIT,
+    Undeliverable,
+    fit_steps,
+    pack,
+)
 from server.errors import InvalidArgument, PlaitError, grpc_status
 from server.executor.executor import Executor
 from server.runner.guard import refuse_wipe
 from server.runner.registry import Registry
 from server.state import Outcome
 from server.telemetry.telemetry import Telemetry, outcome_of
-from server.types import ConnectionId, FunctionId, Job, JobId, Opcode, RunId
+from server.types import ConnectionId, ErrorInfo, FunctionId, Job, JobId, Opcode, RunFailed, RunId
 
 log = structlog.get_logger(__name__)
 
 REGISTER_TIMEOUT_S = 10.0
+# The server's own gRPC send limit (server/app.py GRPC_MAX_MESSAGE_BYTES): a worker announcing
+# more still gets messages under this.
+MAX_PUSH_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(eq=False)
@@ -44,6 +55,10 @@ class _Connection:
     app_id: str
     slugs: dict[FunctionId, str]  # global id -> id within the app
     max_jobs: int
+    # Every message pushed stays under this (the worker's max_receive_message_bytes); a
+    # worker that announced none gets 8 MiB and cannot fetch memos left out of a job.
+    max_message_bytes: int = DEFAULT_WORKER_LIMIT
+    can_fetch: bool = False
     outbox: asyncio.Queue[queue_pb2.ConnectResponse | None] = field(default_factory=asyncio.Queue)
     held: dict[JobId, Job] = field(default_factory=dict)
     draining: bool = False
@@ -83,20 +98,39 @@ class GrpcDriver(queue_pb2_grpc.QueueServiceServicer):
     async def dispatch(self, jobs: Sequence[Job]) -> list[Job]:
         batches: dict[ConnectionId, list[queue_pb2.Job]] = {}
         unplaced: list[Job] = []
+        undeliverable: list[tuple[Job, RunFailed]] = []
         conns = list(self._connections.values())
         for job in jobs:
             conn = self._pick(conns, job.function_id)
             if conn is None:
                 unplaced.append(job)
                 continue
+            try:
+                pb = self._job_pb(conn, job)
+            except Undeliverable as e:
+                undeliverable.append((job, _too_large(e)))
+                continue
             conn.held[job.job_id] = job
             if self._telemetry.tracing:
                 self._telemetry.dispatch_started(job, "grpc", conn.id)
-            batches.setdefault(conn.id, []).append(self._job_pb(conn, job))
+            batches.setdefault(conn.id, []).append(pb)
         for conn_id, batch in batches.items():
-            self._connections[conn_id].outbox.put_nowait(
-                queue_pb2.ConnectResponse(jobs=queue_pb2.Jobs(jobs=batch)))
+            self._push(self._connections[conn_id], batch)
+        if undeliverable:
+            await self._fail_undeliverable(undeliverable)
         return unplaced
+
+    def _push(self, conn: _Connection, jobs: list[queue_pb2.Job]) -> None:
+        for batch in pack(jobs, conn.max_message_bytes):
+            conn.outbox.put_nowait(queue_pb2.ConnectResponse(jobs=queue_pb2.Jobs(jobs=batch)))
+
+    async def _fail_undeliverable(self, items: list[tuple[Job, RunFailed]]) -> None:
+        """Fails the runs of jobs no message to the worker can hold: redelivering them would
+        fail the same way."""
+        for job, op in items:
+            log.warning("job.too_large", run_id=job.run_id, job_id=job.job_id,
+                        reason=op.error.message)
+        await self._executor.commit(items, relock=False)
 
     async def cancel(self, run_id: RunId) -> bool:
         for conn in self._connections.values():
@@ -120,8 +154,11 @@ class GrpcDriver(queue_pb2_grpc.QueueServiceServicer):
         return None
 
     def _job_pb(self, conn: _Connection, job: Job) -> queue_pb2.Job:
+        """The job's message within the worker's limit (see _fit.py); raises Undeliverable."""
         event = self._events.get(job.run_id, job.event_json)
-        return job_to_pb(job, conn.slugs.get(job.function_id, ""), event)
+        pb = job_to_pb(dataclasses.replace(job, steps={}), conn.slugs.get(job.function_id, ""),
+                       event)
+        return fit_steps(pb, job.steps, conn.max_message_bytes, conn.can_fetch)
 
     # QueueService
 
@@ -170,12 +207,18 @@ class GrpcDriver(queue_pb2_grpc.QueueServiceServicer):
         if first.WhichOneof("message") != "register":
             raise InvalidArgument("register", "the first message must be register")
         reg = registration_from_pb(first.register, self._settings.default_retries)
+        max_bytes = first.register.max_receive_message_bytes
+        if max_bytes and max_bytes < MIN_WORKER_LIMIT:
+            raise InvalidArgument("register.max_receive_message_bytes",
+                                  f"{max_bytes} is under the least of {MIN_WORKER_LIMIT} (or 0)")
         await refuse_wipe(self._registry, reg, "register.functions")
         await self._registry.register(reg, int(time.time() * 1000))
         conn = _Connection(
             id=ConnectionId(str(ULID())), app_id=reg.app_id,
             slugs={fn.id: fn.slug for fn in reg.functions},
             max_jobs=first.register.max_concurrent_jobs,
+            max_message_bytes=min(max_bytes or DEFAULT_WORKER_LIMIT, MAX_PUSH_BYTES),
+            can_fetch=max_bytes > 0,
         )
         conn.outbox.put_nowait(queue_pb2.ConnectResponse(registered=queue_pb2.Registered(
             connection_id=conn.id, lease_ms=self._settings.lease_ms,
@@ -225,15 +268,23 @@ class GrpcDriver(queue_pb2_grpc.QueueServiceServicer):
         # the jobs whose outcome is not yet durable, so a crash repeats at most that many.
         applied = await self._executor.commit(items, relock=not conn.draining)
         follow_ups = []
+        undeliverable: list[tuple[Job, RunFailed]] = []
         for (job, _), outcome in zip(items, applied, strict=True):
             conn.held.pop(job.job_id, None)
             if outcome.outcome is Outcome.CONTINUED and outcome.next_job is not None:
+                try:
+                    pb = self._job_pb(conn, outcome.next_job)
+                except Undeliverable as e:
+                    undeliverable.append((outcome.next_job, _too_large(e)))
+                    continue
                 conn.held[outcome.next_job.job_id] = outcome.next_job
                 if self._telemetry.tracing:
                     self._telemetry.dispatch_started(outcome.next_job, "grpc", conn.id)
-                follow_ups.append(self._job_pb(conn, outcome.next_job))
+                follow_ups.append(pb)
         if follow_ups:
-            conn.outbox.put_nowait(queue_pb2.ConnectResponse(jobs=queue_pb2.Jobs(jobs=follow_ups)))
+            self._push(conn, follow_ups)
+        if undeliverable:
+            await self._fail_undeliverable(undeliverable)
         if len(follow_ups) < len(items):
             self._executor.capacity_changed()
 
@@ -242,3 +293,7 @@ class GrpcDriver(queue_pb2_grpc.QueueServiceServicer):
         for conn in self._connections.values():
             conn.draining = True
             conn.outbox.put_nowait(queue_pb2.ConnectResponse(drain=queue_pb2.Drain()))
+
+
+def _too_large(e: Undeliverable) -> RunFailed:
+    return RunFailed(ErrorInfo("JobTooLargeError", str(e)), non_retriable=True)
