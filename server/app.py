@@ -119,7 +119,7 @@ class PlaitServer:
                         executor.cancel_run, metrics=telemetry.metrics)
         control = RunControl(self._engine, queue, state, registry, executor.cancel_run,
                              executor.wake)
-        internal = InternalEvents(self._redis, keys, ingest)
+        internal = InternalEvents(self._redis, keys, ingest, s)
         history = HistoryWriter(self._redis, self._engine, keys, consumer, telemetry,
                                 on_committed=internal.emit)
 

@@ -65,9 +65,11 @@ def _validate(i: int, item: EventInput, settings: Settings, received: bool = Tru
     if len(item.idempotency_key.encode()) > MAX_IDEMPOTENCY_KEY_BYTES:
         raise InvalidArgument(f"{at}.idempotency_key", f"longer than {MAX_IDEMPOTENCY_KEY_BYTES}")
     data = item.data_json or b"{}"
-    if len(data) > settings.max_event_bytes:
-        raise InvalidArgument(
-            f"{at}.data", f"{len(data)} bytes is over the limit of {settings.max_event_bytes}")
+    # Plait's own events may carry a run's output besides an event: server/events/internal.py
+    # holds them to this sum (data_limit) and they are never refused for size.
+    limit = settings.max_event_bytes + (0 if received else settings.max_step_output_bytes)
+    if len(data) > limit:
+        raise InvalidArgument(f"{at}.data", f"{len(data)} bytes is over the limit of {limit}")
     # Internal events nest a run's event and output a level or two down.
     depth = MAX_DEPTH if received else MAX_DEPTH + INTERNAL_DEPTH_MARGIN
     data = canonical_object(data, f"{at}.data", max_depth=depth)

@@ -7,6 +7,12 @@ they go through the ingest like any other event, with ids fixed before (derived 
 kind) for ends, stored with the step's memo for sent events), so an entry read twice stores
 and triggers once. Runs started by an internal event other than `function.invoked` emit no
 end events, so a failure handler that fails cannot start another one.
+
+An end event is never dropped for its size: it carries the triggering event once (no
+`events` copy), and its data is held to `data_limit` (the sender limit plus the largest run
+output) by trimming what the SDKs can do without, in this order: the copy of the triggering
+event loses its data (`{"_truncated": {"bytes": N}}`; its `id` still names the stored
+event), the error's message and stack are cut, and a result still too large becomes an error.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import structlog
 from redis.asyncio import Redis
 from ulid import ULID
 
+from server.config import Settings
 from server.errors import InvalidArgument
 from server.events.ingest import EventIngest, EventInput
 from server.history.records import EventsEmitted, RunEnded
@@ -79,10 +86,67 @@ def sent_events(record: EventsEmitted) -> list[EventInput]:
     return out
 
 
-def events_for(end: RunEnded, event: dict[str, Any]) -> list[EventInput]:
-    """The internal events of one run end; `event` is the run's triggering event."""
+def data_limit(settings: Settings) -> int:
+    """The most bytes an internal event's data may have; the ingest holds Plait's own events
+    to the same sum (server/events/ingest.py)."""
+    return settings.max_event_bytes + settings.max_step_output_bytes
+
+
+_DEFAULT_LIMIT = data_limit(Settings())
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _bounded(data: dict[str, Any], limit: int) -> bytes:
+    """`data` as JSON within `limit` bytes, trimming in the documented order."""
+    raw = _dumps(data)
+    if len(raw) <= limit:
+        return raw
+    event = data.get("event")
+    if isinstance(event, dict) and "data" in event:
+        dropped = len(_dumps(event["data"]))
+        data = {**data, "event": {**event, "data": {"_truncated": {"bytes": dropped}}}}
+        raw = _dumps(data)
+    error = data.get("error")
+    if len(raw) > limit and isinstance(error, dict):
+        message, stack = str(error.get("message", "")), str(error.get("stack", ""))
+        # Each character cut takes at least one byte off the JSON: a few rounds fit it.
+        for _ in range(4):
+            over = len(raw) - limit + 16
+            if over <= 16:
+                break
+            if len(stack) >= len(message):
+                stack = _cut(stack, len(stack) - over)
+            else:
+                message = _cut(message, len(message) - over)
+            data = {**data, "error": {**error, "message": message, "stack": stack}}
+            raw = _dumps(data)
+        if len(raw) > limit:
+            data = {**data, "error": {**error, "message": _cut(message, 200), "stack": ""}}
+            raw = _dumps(data)
+    if len(raw) > limit and "result" in data:
+        size = len(_dumps(data["result"]))
+        data = {k: v for k, v in data.items() if k != "result"}
+        data["error"] = {"name": "OutputTooLargeError", "stack": "",
+                         "message": f"the run's output of {size} bytes is over the limit of "
+                                    f"internal events ({limit} bytes)"}
+        raw = _dumps(data)
+    return raw
+
+
+def _cut(text: str, keep: int) -> str:
+    """`text` cut to `keep` characters, marked as cut."""
+    return text if len(text) <= keep else text[:max(0, keep)] + "…"
+
+
+def events_for(end: RunEnded, event: dict[str, Any],
+               limit: int = _DEFAULT_LIMIT) -> list[EventInput]:
+    """The internal events of one run end; `event` is the run's triggering event, carried
+    once; each event's data is at most `limit` bytes (see the module docstring)."""
     base: dict[str, Any] = {
-        "function_id": end.function_id, "run_id": end.run_id, "event": event, "events": [event],
+        "function_id": end.function_id, "run_id": end.run_id, "event": event,
     }
     correlation_id = invoke_correlation_id(event)
     if correlation_id:
@@ -98,11 +162,11 @@ def events_for(end: RunEnded, event: dict[str, Any]) -> list[EventInput]:
     else:
         finished["error"] = _error(end)
         names.append(FUNCTION_FAILED if end.status is RunStatus.FAILED else FUNCTION_CANCELLED)
-    out = [EventInput(FUNCTION_FINISHED, json.dumps(finished).encode(), end.ts_ms,
+    out = [EventInput(FUNCTION_FINISHED, _bounded(finished, limit), end.ts_ms,
                       id=event_id(end.run_id, FUNCTION_FINISHED, end.ts_ms))]
     for name in names:
         data = {**base, "error": finished["error"]}
-        out.append(EventInput(name, json.dumps(data).encode(), end.ts_ms,
+        out.append(EventInput(name, _bounded(data, limit), end.ts_ms,
                               id=event_id(end.run_id, name, end.ts_ms)))
     return out
 
@@ -110,10 +174,12 @@ def events_for(end: RunEnded, event: dict[str, Any]) -> list[EventInput]:
 class InternalEvents:
     """Emits the internal events of run ends, through the ingest."""
 
-    def __init__(self, redis: Redis, keys: Keys, ingest: EventIngest) -> None:
+    def __init__(self, redis: Redis, keys: Keys, ingest: EventIngest,
+                 settings: Settings | None = None) -> None:
         self._redis = redis
         self._keys = keys
         self._ingest = ingest
+        self._limit = data_limit(settings or Settings())
 
     async def emit(self, records: Sequence[RunEnded | EventsEmitted]) -> None:
         """At least once per end or sent batch; Redis and SQL errors propagate (the caller
@@ -149,7 +215,7 @@ class InternalEvents:
             name = str(event.get("name", ""))
             if name.startswith(_INTERNAL_PREFIX) and name != FUNCTION_INVOKED:
                 continue
-            inputs += events_for(end, event)
+            inputs += events_for(end, event, self._limit)
         return inputs
 
     async def _accept(self, inputs: list[EventInput]) -> None:
@@ -159,8 +225,10 @@ class InternalEvents:
         except InvalidArgument:
             pass
         for item in inputs:
-            # One at a time: an event over the size limit is dropped alone.
+            # One at a time: an event the ingest refuses is dropped alone. Run ends are held
+            # to the ingest's limit for internal events: none of them should be.
             try:
                 await self._ingest.accept([item], received=False)
             except InvalidArgument as e:
-                _log.warning(EVENT_DROPPED, event_name=item.name, reason=str(e))
+                _log.error(EVENT_DROPPED, event_name=item.name, event_id=item.id,
+                           reason=str(e))

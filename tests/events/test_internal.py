@@ -39,7 +39,7 @@ def test_a_failed_run_emits_finished_and_failed_with_the_event_and_error() -> No
     finished, failed = events_for(_end(RunStatus.FAILED, error=ERROR), EVENT)
     assert (finished.name, failed.name) == (FUNCTION_FINISHED, FUNCTION_FAILED)
     assert _data(failed) == {
-        "function_id": "shop-charge", "run_id": RUN, "event": EVENT, "events": [EVENT],
+        "function_id": "shop-charge", "run_id": RUN, "event": EVENT,
         "error": {"name": "ValueError", "message": "boom", "stack": "at line 1"}}
     assert _data(finished)["error"]["message"] == "boom"
     assert failed.ts_ms == 1_700_000_000_000
