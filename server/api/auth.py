@@ -19,6 +19,7 @@ import grpc
 _MANAGEMENT = "/plait.v1.ManagementService/"
 _CONNECT = "/plait.v1.QueueService/Connect"
 _RUN_STATE = "/plait.v1.StateService/GetRunState"
+_GET_STEPS = "/plait.v1.StateService/GetSteps"
 # As long as the worker stream itself waits for its register message.
 _REGISTER_TIMEOUT_S = 10.0
 _NEEDS_TOKEN = "authorization: a valid 'Bearer <token>' is required"
@@ -200,6 +201,6 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler
         if method == _CONNECT:
             return _connect_for(handler, grant)
-        if method == _RUN_STATE:
+        if method in (_RUN_STATE, _GET_STEPS):
             return _run_state_for(handler, grant, self._app_of)
         return handler

@@ -70,13 +70,14 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 "max_response_bytes: must not be negative (0: 8 MiB)")
         run_id = RunId(request.run_id)
-        sizes = await self._state.held_memo_sizes(run_id, request.job_id, request.lease_id, ids)
-        if sizes is None:
+        held = await self._state.held_memo_sizes(run_id, request.job_id, request.lease_id, ids)
+        if held is None:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"job {request.job_id!r} of run {request.run_id!r} is not leased under "
                 f"{request.lease_id!r}: its lease expired, or the run ended")
             raise AssertionError("abort raises")
+        function_id, sizes = held
         budget = min(request.max_response_bytes or DEFAULT_RESPONSE_BYTES, MAX_RESPONSE_BYTES)
         # The ids not returned are named in the response: their room is kept from the start.
         taken, used = 0, sum(len(i.encode()) + 4 for i in ids)
@@ -89,4 +90,5 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
                 break
             taken, used = taken + 1, used + cost
         steps = await self._state.memos(run_id, ids[:taken])
-        return state_pb2.GetStepsResponse(steps=steps, remaining_step_ids=ids[taken:])
+        return state_pb2.GetStepsResponse(steps=steps, remaining_step_ids=ids[taken:],
+                                          function_id=function_id)

@@ -344,20 +344,21 @@ class StateStore:
         )
 
     async def held_memo_sizes(self, run_id: RunId, job_id: str, lease_id: str,
-                              step_ids: Sequence[str]) -> list[int] | None:
-        """The lengths of the run's memos of `step_ids` (0: not memoised) while `job_id` is
-        leased under `lease_id`; None when it is not (a stale lease, an ended run)."""
+                              step_ids: Sequence[str]) -> tuple[str, list[int]] | None:
+        """The run's function id and the lengths of its memos of `step_ids` (0: not
+        memoised) while `job_id` is leased under `lease_id`; None when it is not (a stale
+        lease, an ended run)."""
         sk = self._keys.for_run(run_id)
         async with asyncio.timeout(REDIS_CALL_S), \
                 self._redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(sk.job(job_id), "lease", "run")
+            pipe.hmget(sk.job(job_id), "lease", "run", "fn")
             for step_id in step_ids:
                 pipe.hstrlen(sk.steps(run_id), step_id)
             held, *sizes = await pipe.execute()
         if not lease_id or held[0] is None or _s(held[0]) != lease_id \
                 or _s(held[1] or b"") != run_id:
             return None
-        return [int(n) for n in sizes]
+        return _s(held[2] or b""), [int(n) for n in sizes]
 
     async def memos(self, run_id: RunId, step_ids: Sequence[str]) -> dict[str, bytes]:
         """The run's memos of `step_ids` (those memoised)."""

@@ -89,6 +89,8 @@ async def test_one_call_returns_everything_that_fits(redis: Redis) -> None:
     assert dict(reply.steps) == {"a": b'{"data":"' + b"x" * 10 + b'"}',
                                  "b": b'{"data":"' + b"x" * 20 + b'"}'}
     assert list(reply.remaining_step_ids) == []
+    # What server/api/auth.py checks for a token limited to apps.
+    assert reply.function_id == FN
 
 
 async def test_a_stale_lease_reads_nothing(redis: Redis) -> None:

@@ -26,7 +26,7 @@ from plait_proto.v1 import event_pb2 as plait_dot_v1_dot_event__pb2
 from plait_proto.v1 import run_pb2 as plait_dot_v1_dot_run__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14plait/v1/state.proto\x12\x08plait.v1\x1a\x14plait/v1/event.proto\x1a\x12plait/v1/run.proto\"$\n\x12GetRunStateRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x8f\x02\n\x13GetRunStateResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66unction_id\x18\x02 \x01(\t\x12#\n\x06status\x18\x03 \x01(\x0e\x32\x13.plait.v1.RunStatus\x12\x1e\n\x05\x65vent\x18\x04 \x01(\x0b\x32\x0f.plait.v1.Event\x12\x37\n\x05steps\x18\x05 \x03(\x0b\x32(.plait.v1.GetRunStateResponse.StepsEntry\x12\x13\n\x0boutput_json\x18\x06 \x01(\x0c\x12\x12\n\nerror_json\x18\x07 \x01(\x0c\x1a,\n\nStepsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"q\n\x0fGetStepsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12\x10\n\x08step_ids\x18\x04 \x03(\t\x12\x1a\n\x12max_response_bytes\x18\x05 \x01(\x03\"\x92\x01\n\x10GetStepsResponse\x12\x34\n\x05steps\x18\x01 \x03(\x0b\x32%.plait.v1.GetStepsResponse.StepsEntry\x12\x1a\n\x12remaining_step_ids\x18\x02 \x03(\t\x1a,\n\nStepsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\x32\x9d\x01\n\x0cStateService\x12J\n\x0bGetRunState\x12\x1c.plait.v1.GetRunStateRequest\x1a\x1d.plait.v1.GetRunStateResponse\x12\x41\n\x08GetSteps\x12\x19.plait.v1.GetStepsRequest\x1a\x1a.plait.v1.GetStepsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14plait/v1/state.proto\x12\x08plait.v1\x1a\x14plait/v1/event.proto\x1a\x12plait/v1/run.proto\"$\n\x12GetRunStateRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x8f\x02\n\x13GetRunStateResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66unction_id\x18\x02 \x01(\t\x12#\n\x06status\x18\x03 \x01(\x0e\x32\x13.plait.v1.RunStatus\x12\x1e\n\x05\x65vent\x18\x04 \x01(\x0b\x32\x0f.plait.v1.Event\x12\x37\n\x05steps\x18\x05 \x03(\x0b\x32(.plait.v1.GetRunStateResponse.StepsEntry\x12\x13\n\x0boutput_json\x18\x06 \x01(\x0c\x12\x12\n\nerror_json\x18\x07 \x01(\x0c\x1a,\n\nStepsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"q\n\x0fGetStepsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12\x10\n\x08step_ids\x18\x04 \x03(\t\x12\x1a\n\x12max_response_bytes\x18\x05 \x01(\x03\"\xa7\x01\n\x10GetStepsResponse\x12\x34\n\x05steps\x18\x01 \x03(\x0b\x32%.plait.v1.GetStepsResponse.StepsEntry\x12\x1a\n\x12remaining_step_ids\x18\x02 \x03(\t\x12\x13\n\x0b\x66unction_id\x18\x03 \x01(\t\x1a,\n\nStepsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\x32\x9d\x01\n\x0cStateService\x12J\n\x0bGetRunState\x12\x1c.plait.v1.GetRunStateRequest\x1a\x1d.plait.v1.GetRunStateResponse\x12\x41\n\x08GetSteps\x12\x19.plait.v1.GetStepsRequest\x1a\x1a.plait.v1.GetStepsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,9 +46,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTEPSREQUEST']._serialized_start=388
   _globals['_GETSTEPSREQUEST']._serialized_end=501
   _globals['_GETSTEPSRESPONSE']._serialized_start=504
-  _globals['_GETSTEPSRESPONSE']._serialized_end=650
+  _globals['_GETSTEPSRESPONSE']._serialized_end=671
   _globals['_GETSTEPSRESPONSE_STEPSENTRY']._serialized_start=342
   _globals['_GETSTEPSRESPONSE_STEPSENTRY']._serialized_end=386
-  _globals['_STATESERVICE']._serialized_start=653
-  _globals['_STATESERVICE']._serialized_end=810
+  _globals['_STATESERVICE']._serialized_start=674
+  _globals['_STATESERVICE']._serialized_end=831
 # @@protoc_insertion_point(module_scope)

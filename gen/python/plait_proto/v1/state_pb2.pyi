@@ -54,7 +54,7 @@ class GetStepsRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., step_ids: _Optional[_Iterable[str]] = ..., max_response_bytes: _Optional[int] = ...) -> None: ...
 
 class GetStepsResponse(_message.Message):
-    __slots__ = ("steps", "remaining_step_ids")
+    __slots__ = ("steps", "remaining_step_ids", "function_id")
     class StepsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +64,8 @@ class GetStepsResponse(_message.Message):
         def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
     STEPS_FIELD_NUMBER: _ClassVar[int]
     REMAINING_STEP_IDS_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
     steps: _containers.ScalarMap[str, bytes]
     remaining_step_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, steps: _Optional[_Mapping[str, bytes]] = ..., remaining_step_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    function_id: str
+    def __init__(self, steps: _Optional[_Mapping[str, bytes]] = ..., remaining_step_ids: _Optional[_Iterable[str]] = ..., function_id: _Optional[str] = ...) -> None: ...
