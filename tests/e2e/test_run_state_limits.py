@@ -5,15 +5,18 @@ StateService.GetSteps, a run over max_run_state_bytes fails naming the limit, an
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import functools
 import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+import plait._worker
 import pytest
-from plait import App, Context, Step, TriggerEvent
+from plait import App, Context, Step, TriggerEvent, Worker
 from plait._stream import Stream
 from plait_proto.v1 import management_pb2, management_pb2_grpc, run_pb2
 
@@ -157,3 +160,52 @@ async def test_an_invoked_child_with_an_output_over_the_event_limit_still_answer
 
     assert run.status == COMPLETED, run.error
     assert json.loads(run.output_json) == 2 * MIB
+
+
+def _announcing(monkeypatch: pytest.MonkeyPatch, max_bytes: int) -> None:
+    """Makes the SDK announce `max_bytes` as its receive limit at registration."""
+    monkeypatch.setattr(plait._worker, "Register", functools.partial(
+        plait._worker.Register, max_receive_message_bytes=max_bytes))
+
+
+async def test_an_output_no_message_to_the_worker_can_hold_fails_the_run_saying_so(
+    plait: Running, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _announcing(monkeypatch, MIB)
+    app = App("small-worker")
+    ran: Counter[str] = Counter()
+
+    @app.function("big", trigger=TriggerEvent("small-worker/go"), retries=3)
+    async def big(ctx: Context, step: Step) -> None:
+        def make() -> str:
+            ran["big"] += 1
+            return "x" * (2 * MIB)
+
+        await step.run("big", make)
+        ran["after"] += 1
+
+    async with running_worker(app, plait.client):
+        event_id = await plait.client.send("small-worker/go", {})
+        run = await _finished(plait, event_id)
+
+    assert run.status == FAILED
+    assert run.error.name == "JobTooLargeError"
+    assert "step 'big'" in run.error.message
+    assert "max_receive_message_bytes" in run.error.message
+    assert dict(ran) == {"big": 1}
+
+
+async def test_a_worker_announcing_less_than_1_mib_is_refused(
+    plait: Running, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _announcing(monkeypatch, 1000)
+    app = App("tiny-worker")
+
+    @app.function("fn", trigger=TriggerEvent("tiny-worker/go"))
+    async def fn(ctx: Context, step: Step) -> None:
+        return None
+
+    worker = Worker(app, server=plait.client.target, shutdown_grace_s=1)
+    with pytest.raises(RuntimeError, match="max_receive_message_bytes"):
+        async with asyncio.timeout(20):
+            await worker.arun()
