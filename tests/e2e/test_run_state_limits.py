@@ -209,3 +209,26 @@ async def test_a_worker_announcing_less_than_1_mib_is_refused(
     with pytest.raises(RuntimeError, match="max_receive_message_bytes"):
         async with asyncio.timeout(20):
             await worker.arun()
+
+
+async def test_an_invoke_with_data_at_the_event_limit_still_starts_its_child(
+    plait: Running,
+) -> None:
+    app = App("edge-invoke")
+    blob = "b" * (plait.server.settings.max_event_bytes - 100)
+
+    @app.function("child", trigger=TriggerEvent("edge-invoke/child"))
+    async def child(ctx: Context, step: Step) -> int:
+        return len(ctx.event.data["blob"])
+
+    @app.function("parent", trigger=TriggerEvent("edge-invoke/parent"))
+    async def parent(ctx: Context, step: Step) -> Any:
+        # With the server's `_inngest` metadata the invoked event passes the sender limit.
+        return await step.invoke("call", function=child, data={"blob": blob}, timeout=600)
+
+    async with running_worker(app, plait.client):
+        event_id = await plait.client.send("edge-invoke/parent", {})
+        run = await _finished(plait, event_id, timeout_s=30)
+
+    assert run.status == COMPLETED, run.error
+    assert json.loads(run.output_json) == len(blob)
