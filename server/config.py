@@ -189,7 +189,7 @@ def _bool(raw: Any) -> bool:
     raise ValueError(text)
 
 
-_SIGNING_KEY = re.compile(r"^(signkey-\w+-)?([0-9a-fA-F]{2})+$")
+_SIGNING_KEY = re.compile(r"^(signkey-\w+-)?([0-9a-fA-F]{2})+\Z")
 
 
 def load_settings(

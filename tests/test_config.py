@@ -141,3 +141,8 @@ def test_worker_tokens_may_name_their_apps_and_admin_tokens_may_not() -> None:
     assert load_settings({"grpc_tokens": "w1@a|b.c, w2"}, {}).grpc_token_list == ["w1@a|b.c", "w2"]
     with pytest.raises(ConfigError, match="--admin-tokens"):
         load_settings({"admin_tokens": "a1@app"}, {})
+
+
+def test_a_signing_key_with_a_trailing_newline_is_refused() -> None:
+    with pytest.raises(ConfigError, match="--signing-key"):
+        load_settings({"signing_key": "signkey-prod-abcd\n"}, {})

@@ -21,7 +21,7 @@ from server.types import AppRegistration, CronTrigger, EventTrigger, FunctionCon
 
 log = structlog.get_logger(__name__)
 
-_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}\Z")  # \Z: "$" lets a final "\n" by
 MAX_FUNCTIONS = 500
 MAX_RETRIES = 20
 MAX_CANCEL_ON = 10

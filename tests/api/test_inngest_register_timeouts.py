@@ -41,3 +41,15 @@ def test_a_bad_timeout_is_refused_naming_the_field(timeouts: Any) -> None:
         parse_registration(_body(timeouts), 3)
     assert "functions[0].timeouts" in str(raised.value.field if hasattr(raised.value, "field")
                                           else raised.value)
+
+
+@pytest.mark.parametrize("value", ["9" * 400 + "s", "10s\n", "1e999s"])
+def test_a_duration_of_400_digits_or_a_trailing_newline_is_a_bad_timeout(value: str) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        parse_registration(_body({"finish": value}), 3)
+    assert raised.value.field == "functions[0].timeouts.finish"
+
+
+def test_an_sdk_string_with_a_trailing_newline_is_not_read_as_a_version() -> None:
+    reg = parse_registration({**_body(None), "sdk": "py:v0.5.19\n"}, 3).registration
+    assert (reg.language, reg.sdk_version) == ("", "")

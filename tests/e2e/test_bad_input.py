@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import httpx
@@ -22,7 +23,8 @@ from plait_proto.v1 import (
     state_pb2_grpc,
 )
 
-from tests.e2e.conftest import Running, running_worker
+from tests.e2e.conftest import Running, running_server, running_worker
+from tests.e2e.harness import eventually, settings_for
 
 
 async def _send_error(plait: Running, events: list[event_pb2.EventInput]) -> grpc.aio.AioRpcError:
@@ -183,3 +185,135 @@ async def test_bad_ids_on_the_management_and_state_apis(plait: Running) -> None:
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     # Still serving.
     assert (await plait.client.send("still/alive")).startswith("01")
+
+
+# One canonical JSON (server/canonjson.py): what json.loads takes but Plait cannot store,
+# re-read or send is refused at the door, naming the field and the rule.
+DEEP_DATA = b'{"a":' + b"[" * 1000 + b"]" * 1000 + b"}"
+BAD_HTTP_BODIES = [
+    (b'\xef\xbb\xbf{"name":"canon/e","data":{}}', "body", "byte order mark"),
+    (b'{"name":"canon/e","data":{"x":1e999}}', "events[0].data", "finite"),
+    (b'{"name":"canon/e","data":{"x":NaN}}', "body", "NaN"),
+    (b'{"name":"canon/e","data":' + DEEP_DATA + b"}", "body", "nests deeper"),
+    (b'{"name":"canon/e","data":{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}}", "body",
+     "nests deeper"),
+    (b'{"name":"canon/e","data":{"n":%d}}' % 2**60, "events[0].data", "beyond"),
+    (b'{"name":"canon/e","ts":%d}' % 10**30, "events[0].ts", "year 9999"),
+    (b'{"name":"inngest/function.finished","data":{"correlation_id":"x"}}', "events[0].name",
+     "inngest/"),
+]
+BAD_GRPC_EVENTS = [
+    (event_pb2.EventInput(name="canon/e", data_json=b"\xef\xbb\xbf{}"), "events[1].data",
+     "byte order mark"),
+    (event_pb2.EventInput(name="canon/e", data_json=b'{"x":1e999}'), "events[1].data", "finite"),
+    (event_pb2.EventInput(name="canon/e", data_json=b'{"x":NaN}'), "events[1].data", "NaN"),
+    (event_pb2.EventInput(name="canon/e", data_json=DEEP_DATA), "events[1].data", "nests deeper"),
+    (event_pb2.EventInput(name="canon/e", data_json=b'{"n":%d}' % 2**60), "events[1].data",
+     "beyond"),
+    (event_pb2.EventInput(name="canon/e", ts_ms=2**62), "events[1].ts", "year 9999"),
+    (event_pb2.EventInput(name="inngest/function.invoked"), "events[1].name", "inngest/"),
+]
+
+
+def _canon_app() -> App:
+    app = App("canon")
+
+    @app.function("f", trigger=TriggerEvent("canon/e"))
+    async def f(ctx: Context, step: Step) -> str:
+        return await step.run("s", lambda: "fine")
+
+    return app
+
+
+async def test_events_breaking_a_json_rule_are_refused_and_later_events_still_run(
+    plait: Running,
+) -> None:
+    url = f"http://127.0.0.1:{plait.endpoints.http_port}/e/key"
+    async with running_worker(_canon_app(), plait.client), httpx.AsyncClient() as http:
+        for body, field, rule in BAD_HTTP_BODIES:
+            reply = await http.post(url, content=body)
+            assert reply.status_code == 400, (body[:60], reply.text)
+            error = reply.json()["error"]
+            assert error.startswith(f"{field}:") and rule in error, error
+        for event, field, rule in BAD_GRPC_EVENTS:
+            error = await _send_error(plait, [event_pb2.EventInput(name="canon/e"), event])
+            details = error.details() or ""
+            assert details.startswith(f"{field}:") and rule in details, details
+        # Nothing bad was stored: a good event sent afterwards runs to completion.
+        good = await http.post(url, content=b'{"name":"canon/e","data":{"ok":true}}')
+        assert good.status_code == 200
+        run = await plait.client.finished_run_of(good.json()["ids"][0])
+    assert run.status == run_pb2.RUN_STATUS_COMPLETED
+
+
+async def test_a_deep_register_body_and_an_id_with_a_newline_are_400s(tmp_path: Path) -> None:
+    # Dev mode: the gateway's routes need no signing key.
+    async with running_server(settings_for("embedded", tmp_path)) as plait, \
+            httpx.AsyncClient() as http:
+        base = f"http://127.0.0.1:{plait.endpoints.http_port}"
+        deep = await http.post(f"{base}/fn/register",
+                               content=b'{"url":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+                               headers={"Content-Type": "application/json"})
+        run = await http.get(f"{base}/v1/runs/01JD0000000000000000000000%0A")
+    assert deep.status_code == 400 and "nests deeper" in deep.json()["error"], deep.text
+    assert run.status_code == 400 and "run_id" in run.json()["error"], run.text
+
+
+async def test_a_worker_answering_nan_or_deep_json_fails_the_step_and_keeps_its_stream(
+    plait: Running,
+) -> None:
+    """The deep output used to raise RecursionError in the opcode check and end the stream;
+    the NaN output was stored and then made GET /v1/runs/{id} a 500."""
+    stub = queue_pb2_grpc.QueueServiceStub(plait.client.channel)
+    outbox: asyncio.Queue[queue_pb2.ConnectRequest] = asyncio.Queue()
+    outbox.put_nowait(_register(app_id="rawcanon"))
+
+    async def requests() -> AsyncIterator[queue_pb2.ConnectRequest]:
+        while True:
+            yield await outbox.get()
+
+    def answer(job: queue_pb2.Job, op: queue_pb2.Opcode) -> None:
+        outbox.put_nowait(queue_pb2.ConnectRequest(results=queue_pb2.JobResults(results=[
+            queue_pb2.JobResult(job_id=job.job_id, lease_id=job.lease_id, opcodes=[op])])))
+
+    deep = b"[" * 100_000 + b"]" * 100_000
+    ids: list[str] = []
+    memos: list[bytes] = []
+
+    async def work(call: AsyncIterator[queue_pb2.ConnectResponse]) -> None:
+        async for reply in call:
+            if reply.WhichOneof("message") == "registered":
+                ids.extend(await plait.client.send_many("bad/e", [{"n": 1}, {"n": 2}]))
+            elif reply.WhichOneof("message") == "jobs":
+                for job in reply.jobs.jobs:
+                    if job.event.id == ids[1]:
+                        answer(job, queue_pb2.Opcode(run_completed=queue_pb2.RunCompleted(
+                            output_json=b'{"x":NaN}')))
+                    elif "s" not in job.steps:
+                        answer(job, queue_pb2.Opcode(step_completed=queue_pb2.StepCompleted(
+                            step_id="s", output_json=deep)))
+                    else:
+                        memos.append(job.steps["s"])
+                        answer(job, queue_pb2.Opcode(run_completed=queue_pb2.RunCompleted(
+                            output_json=b"null")))
+
+    call = stub.Connect(requests())
+    worker = asyncio.create_task(work(call))
+    try:
+        await eventually(lambda: asyncio.sleep(0, len(ids)), lambda n: n == 2, 10,
+                         "the events sent")
+        first = await plait.client.finished_run_of(ids[0])
+        nan = await plait.client.finished_run_of(ids[1])
+        assert not worker.done(), "the worker's stream ended"
+    finally:
+        call.cancel()
+        await asyncio.gather(worker, return_exceptions=True)
+    assert first.status == run_pb2.RUN_STATUS_COMPLETED
+    assert len(memos) == 1 and b"nests deeper" in memos[0]
+    assert nan.status == run_pb2.RUN_STATUS_FAILED and "NaN" in nan.error.message
+    async with httpx.AsyncClient() as http:
+        reply = await http.get(
+            f"http://127.0.0.1:{plait.endpoints.http_port}/v1/runs/{nan.id}")
+    assert reply.status_code in (200, 401), reply.text
+    if reply.status_code == 200:
+        assert reply.json()["data"]["status"] == "Failed"

@@ -6,7 +6,6 @@ and the REST API need `Authorization: Bearer <signing key or its hash>`.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from ulid import ULID
 
-from server import __version__
+from server import __version__, canonjson
 from server.api.inngest.register import http_url, parse_registration
 from server.api.inngest.rest import CancelRun, RestRoutes
 from server.api.inngest.sync import AppSync
@@ -95,10 +94,7 @@ class InngestGateway:
         limit = self._settings.max_request_bytes
         if len(body) > limit:
             raise InvalidArgument("body", f"{len(body)} bytes is over the limit of {limit}")
-        try:
-            return json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise InvalidArgument("body", "is not valid JSON") from None
+        return canonjson.loads(body, "body")  # deep, NaN, BOM...: 400 naming the rule
 
     # -- POST /fn/register ---------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from server.types import (
     Trigger,
 )
 
-_SDK = re.compile(r"^(?P<lang>[a-z]+):v?(?P<version>[\w.+-]+)$")
+_SDK = re.compile(r"^(?P<lang>[a-z]+):v?(?P<version>[\w.+-]+)\Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,6 @@ Shapes follow the Inngest server: `{"data": …, "metadata": {"fetched_at": …}
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from ulid import ULID
 
+from server import canonjson
 from server.api.run_control import RunControl
 from server.errors import FailedPrecondition, InvalidArgument, NotFound
 from server.history import store
@@ -31,7 +31,7 @@ from server.types import RunId, RunStatus
 CancelRun = Callable[[RunId], Awaitable[RunStatus]]
 
 # Crockford base32, and at most 48 bits of milliseconds in the first character.
-_ULID = re.compile(r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$", re.IGNORECASE)
+_ULID = re.compile(r"^[0-7][0-9A-HJKMNP-TV-Z]{25}\Z", re.IGNORECASE)  # \Z, not "$": no "\n"
 _STATUS = {
     RunStatus.QUEUED: "Scheduled",
     RunStatus.RUNNING: "Running",
@@ -40,6 +40,8 @@ _STATUS = {
     RunStatus.CANCELLED: "Cancelled",
 }
 _MAX_BODY_BYTES = 64 * 1024
+# Stored data holds canonjson's rules; events and memos nest it a few levels down.
+_STORED_MAX_DEPTH = canonjson.MAX_DEPTH + 16
 # The Inngest server scopes runs by environment; Plait has one.
 ENVIRONMENT_ID = "00000000-0000-0000-0000-000000000000"
 
@@ -57,25 +59,31 @@ def ulid(field: str, value: str) -> str:
     return value.upper()
 
 
+def stored_json(raw: bytes, default: Any = None) -> Any:
+    """Stored JSON as a value every response can encode; `default` for data stored damaged
+    or before the rules of server/canonjson.py (a NaN, 1e999, 1,000 levels), which would
+    otherwise make the answer a 500."""
+    try:
+        value = canonjson.loads(raw, "stored", max_depth=_STORED_MAX_DEPTH, big_ints=True)
+        canonjson.dumps(value, "stored")  # a 1e999 stored before the rules is infinity
+    except InvalidArgument:
+        return default
+    return value
+
+
 def _output(run: RunRecord) -> Any:
     if run.status is RunStatus.FAILED and run.error is not None:
         return {"name": run.error.name, "message": run.error.message, "stack": run.error.stack}
     if run.output_json is None:
         return None
-    try:
-        return json.loads(run.output_json)
-    except ValueError:
-        return None
+    return stored_json(run.output_json)
 
 
 def cron_of(event: EventRecord | None) -> str | None:
     """The cron expression of a run started by a cron tick (its `inngest/scheduled.timer`)."""
     if event is None or event.name != CRON_EVENT:
         return None
-    try:
-        data = json.loads(event.data_json)
-    except ValueError:
-        return None
+    data = stored_json(event.data_json)
     cron = data.get("cron") if isinstance(data, dict) else None
     return cron if isinstance(cron, str) else None
 
@@ -168,14 +176,16 @@ class RestRoutes:
     async def run_batch(self, request: Request) -> Response:
         """GET /v0/runs/{id}/batch: the run's events, for an SDK told to fetch them."""
         run = await self._run_state(request)
-        event = json.loads(run.event_json)
+        event = stored_json(run.event_json, {})
+        if not isinstance(event, dict):
+            event = {}
         event.setdefault("user", {})
         return JSONResponse([event])
 
     async def run_actions(self, request: Request) -> Response:
         """GET /v0/runs/{id}/actions: the run's memoised steps, by step id."""
         run = await self._run_state(request)
-        return JSONResponse({k: json.loads(v) for k, v in run.steps.items()})
+        return JSONResponse({k: stored_json(v) for k, v in run.steps.items()})
 
     async def _run_state(self, request: Request) -> Any:
         run_id = ulid("run_id", request.path_params["run_id"])
@@ -189,10 +199,7 @@ async def _json_object(request: Request) -> dict[str, Any]:
     body = await request.body()
     if len(body) > _MAX_BODY_BYTES:
         raise InvalidArgument("body", f"{len(body)} bytes is over the limit of {_MAX_BODY_BYTES}")
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        raise InvalidArgument("body", "is not valid JSON") from None
+    parsed = canonjson.loads(body, "body")
     if not isinstance(parsed, dict):
         raise InvalidArgument("body", "must be a JSON object")
     return parsed

@@ -3,12 +3,13 @@ touches plait_proto messages."""
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from collections.abc import Sequence
 
 from plait_proto.v1 import event_pb2, function_pb2, queue_pb2
 
+from server import canonjson
+from server.canonjson import canonical_object
 from server.errors import InvalidArgument
 from server.runner.expressions import compile_expression
 from server.types import (
@@ -42,6 +43,8 @@ from server.types import (
 MAX_CONCURRENT_JOBS = 10_000
 MAX_PLANNED_STEPS = 100
 MAX_SENT_EVENTS = 100
+# Stored events hold canonjson's rules; internal ones nest a run's event a few levels down.
+STORED_MAX_DEPTH = canonjson.MAX_DEPTH + 16
 
 
 def registration_from_pb(msg: queue_pb2.Register, default_retries: int) -> AppRegistration:
@@ -98,16 +101,29 @@ class EventCache:
         found = self._items.get(run_id)
         if found is not None:
             return found
-        raw = json.loads(event_json)
-        event = event_pb2.Event(
-            id=str(raw.get("id", "")), name=str(raw.get("name", "")),
-            data_json=json.dumps(raw.get("data", {}), separators=(",", ":")).encode(),
-            ts_ms=int(raw.get("ts", 0)),
-        )
+        event = _event_pb(event_json)
         self._items[run_id] = event
         if len(self._items) > self._size:
             self._items.popitem(last=False)
         return event
+
+
+def _event_pb(event_json: bytes) -> event_pb2.Event:
+    """A run's stored event as the worker's message; ValueError (one of the drivers'
+    DATA_ERRORS: the run fails, sending again cannot help) if it was stored damaged or
+    before the rules of server/canonjson.py."""
+    try:
+        raw = canonjson.loads(event_json, "event", max_depth=STORED_MAX_DEPTH, big_ints=True)
+        if not isinstance(raw, dict):
+            raise InvalidArgument("event", "must be a JSON object")
+        ts = raw.get("ts", 0)
+        return event_pb2.Event(
+            id=str(raw.get("id", "")), name=str(raw.get("name", "")),
+            data_json=canonjson.dumps(raw.get("data", {}), "event.data"),
+            ts_ms=ts if isinstance(ts, int) and 0 <= ts < 2**63 else 0,
+        )
+    except InvalidArgument as e:
+        raise ValueError(f"the job's {e.message}") from None
 
 
 def job_to_pb(job: Job, slug: str, event: event_pb2.Event) -> queue_pb2.Job:
@@ -196,15 +212,9 @@ def _steps_planned(p: queue_pb2.StepsPlanned, at: str) -> StepsPlanned:
 
 
 def _json_object(raw: bytes, field: str) -> bytes:
-    if not raw:
-        return b"{}"
-    try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidArgument(field, "is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise InvalidArgument(field, "must be a JSON object")
-    return raw
+    """A JSON object under canonjson's rules, in canonical form; InvalidArgument names the
+    field. (Step and run outputs are checked by the executor: a bad one fails the step.)"""
+    return canonical_object(raw, field) if raw else b"{}"
 
 
 def _invoke(i: queue_pb2.InvokeFunction, at: str) -> InvokeFunction:
