@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from server.errors import InvalidArgument
@@ -35,7 +37,25 @@ _DELTA[ord("[")], _DELTA[ord("]")] = 1, -1
 # Sixteen digits in a row: only then can an integer literal exceed MAX_SAFE_INTEGER.
 _DIGITS = bytes(48 if 48 <= c <= 57 else 32 for c in range(256))
 _LONG_DIGITS = b"0" * 16
-_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+def _no_json_form(value: object) -> Any:
+    raise TypeError(f"{type(value).__name__} has no JSON form")
+
+
+def _encoder() -> Callable[[Any], str]:
+    """Compact, non-ASCII kept, finite numbers only. CPython's C encoder is built once and
+    reused (json.dumps builds one per call, half its cost on small values); parsed values
+    have no cycles, so it needs no cycle check."""
+    if c_make_encoder is None:  # no C accelerator
+        return json.JSONEncoder(ensure_ascii=False, separators=(",", ":"),
+                                allow_nan=False).encode
+    chunks = c_make_encoder(None, _no_json_form, encode_basestring, None, ":", ",",
+                            False, False, False)
+    return lambda value: "".join(chunks(value, 0))
+
+
+_ENCODE = _encoder()
 
 
 class _Refused(Exception):
@@ -52,6 +72,12 @@ def _int(text: str) -> int:
         shown = text if len(text) <= 24 else text[:24] + "…"
         raise _Refused(f"integer {shown} is beyond ±{MAX_SAFE_INTEGER} (2**53 - 1)")
     return value
+
+
+# Built once: json.loads with any option builds a decoder per call, which costs more than
+# parsing a small document.
+_DECODE = json.JSONDecoder(parse_constant=_constant).decode
+_DECODE_CHECKING_INTS = json.JSONDecoder(parse_constant=_constant, parse_int=_int).decode
 
 
 def _brackets(data: bytes) -> bytes:
@@ -112,9 +138,9 @@ def _parse(data: bytes | str, field: str, max_depth: int, big_ints: bool) -> tup
     text, raw = _text(data, field, max_depth)
     try:
         if big_ints or _LONG_DIGITS not in raw.translate(_DIGITS):
-            value = json.loads(text, parse_constant=_constant)
+            value = _DECODE(text)
         else:
-            value = json.loads(text, parse_constant=_constant, parse_int=_int)
+            value = _DECODE_CHECKING_INTS(text)
     except _Refused as e:
         raise InvalidArgument(field, str(e)) from None
     except json.JSONDecodeError as e:
