@@ -10,11 +10,14 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from server.api.auth import bearer_token_matches
+from server.api.guard import Guard
+from server.api.limits import uvicorn_limits
 from server.config import Mode, Settings
 from server.events.http import EventRoutes
 from server.events.ingest import EventIngest
@@ -62,12 +65,15 @@ def build_app(ingest: EventIngest, settings: Settings,
               telemetry: Telemetry | None = None,
               health: StorageHealth | None = None) -> Starlette:
     events = EventRoutes(ingest, settings)
-    return Starlette(routes=[
+    app = Starlette(routes=[
         Route("/e/{event_key}", events.post_events, methods=["POST"]),
         Route("/health", _health(health), methods=["GET"]),
         _metrics_route(telemetry or Telemetry(), settings),
         *extra_routes,
-    ])
+    ], middleware=[Middleware(Guard, settings=settings)])
+    # http_server() reads the connection limits from here.
+    app.state.settings = settings
+    return app
 
 
 class HttpServer(uvicorn.Server):
@@ -89,6 +95,8 @@ def bind(host: str, port: int) -> socket.socket:
 
 def http_server(app: Starlette, tls: Mapping[str, Any] | None = None) -> HttpServer:
     """`tls`: uvicorn's ssl_* arguments (server/api/tls.py), empty for plain HTTP."""
+    settings = getattr(app.state, "settings", None)
+    limits = uvicorn_limits(settings) if isinstance(settings, Settings) else {}
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
-                            timeout_graceful_shutdown=5, **(tls or {}))
+                            timeout_graceful_shutdown=5, **limits, **(tls or {}))
     return HttpServer(config)

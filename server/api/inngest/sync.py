@@ -15,7 +15,6 @@ the HTTP client will connect to, before any connection or name lookup.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import httpx
 import structlog
 
 from server import __version__
+from server.api.guard import is_loopback_host
 from server.config import Mode, Settings
 from server.drivers.http import signing
 from server.drivers.http._jcs import canonical
@@ -62,20 +62,6 @@ def _message(body: dict[str, Any], fallback: str) -> str:
     return fallback
 
 
-def _is_loopback(host: str) -> bool:
-    """Only literal loopback addresses and `localhost`: any other name would need a lookup,
-    and what it resolves to can change between the check and the connection."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
-
-
 def sync_target(url: str, settings: Settings) -> httpx.URL:
     """The app URL to connect to, or an InvalidArgument naming `url` when it is malformed or,
     in dev mode without --allow-remote-sync, not on a loopback address."""
@@ -89,7 +75,7 @@ def sync_target(url: str, settings: Settings) -> httpx.URL:
     if port is not None and not 0 < port < 65536:
         raise InvalidArgument("url", f"{url!r} has port {port}, not in 1..65535")
     if (settings.mode is Mode.DEV and not settings.allow_remote_sync
-            and not _is_loopback(parsed.host)):
+            and not is_loopback_host(parsed.host)):
         raise InvalidArgument(
             "url", f"{parsed.host!r} is not a loopback address: in dev mode apps are synced "
             "only on 127.0.0.0/8, ::1 or localhost (--allow-remote-sync allows others)")
