@@ -18,7 +18,7 @@ import structlog
 from redis.asyncio import Redis
 
 from server.keys import Keys, ShardKeys
-from server.runner.expressions import compile_expression, matches
+from server.runner.expressions import Expression, compile_expression, matches
 from server.state import StateStore
 from server.state.waits import CANCEL, INVOKE, WaitEntry, event_digest
 from server.types import RunId
@@ -65,7 +65,8 @@ class WaitMatcher:
         self._keys = keys
         self._state = state
         self._cancel_run = cancel_run
-        self._programs: dict[str, Any] = {}  # `if` expression -> compiled CEL
+        # `if` expression -> compiled CEL, None when refused (invalid or over the budget)
+        self._programs: dict[str, Expression | None] = {}
 
     async def process(self, events: Sequence[tuple[str, bytes]], now_ms: int) -> int:
         """Resumes or cancels the runs the events (name, event JSON) match, in stream order;
@@ -177,15 +178,21 @@ class WaitMatcher:
     def _matches(self, entry: WaitEntry, original: Any, event: _Event) -> bool:
         if not entry.if_expression:
             return True
-        program = self._programs.get(entry.if_expression)
-        if program is None:
+        if entry.if_expression in self._programs:
+            program = self._programs[entry.if_expression]
+        else:
             try:
                 program = compile_expression("if", entry.if_expression)
-            except Exception:
-                return False
+            except Exception as e:
+                # Never matches (an SDK app's wait `if` is first compiled here, under the
+                # same budget as registrations); kept, so it is not compiled per event.
+                log.warning("wait.expression_refused", run_id=entry.run_id, error=str(e))
+                program = None
             if len(self._programs) > MAX_PROGRAMS:
                 self._programs.clear()
             self._programs[entry.if_expression] = program
+        if program is None:
+            return False
         return matches(program, {"event": original or {}, "async": event.parsed})
 
 

@@ -204,3 +204,33 @@ def test_a_stored_trigger_over_the_budget_starts_nothing_and_the_index_still_loa
     index.replace([_fn(ISSUE_EXPRESSION)])
     assert index.candidates("a/b") == []
     assert index.get(FunctionId("app-f")) is not None
+
+
+def test_a_wait_if_over_the_budget_never_matches_and_is_compiled_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An Inngest SDK app's waitForEvent `if` reaches the server only as a stored wait: the
+    matcher compiles it under the same budget, and a refusal is kept, not recompiled per event."""
+    from server.keys import Keys
+    from server.runner import waits
+    from server.state.waits import WaitEntry
+
+    compiled: list[str] = []
+
+    def counting(field: str, source: str) -> Any:
+        compiled.append(source)
+        return compile_expression(field, source)
+
+    monkeypatch.setattr(waits, "compile_expression", counting)
+
+    async def cancel(_: Any) -> None:
+        return None
+
+    matcher = waits.WaitMatcher(None, Keys(), None, cancel)  # type: ignore[arg-type]
+    entry = WaitEntry("a/b", "r/s", "wait", "r", "s", "app-f", ISSUE_EXPRESSION, 0, "")
+    fine = dataclasses.replace(entry, if_expression="async.data.n == 1")
+    event = waits._Event(b'{"name": "a/b", "data": {"n": 1}}')
+    for _ in range(3):
+        assert not matcher._matches(entry, {}, event)
+        assert matcher._matches(fine, {}, event)
+    assert compiled == [ISSUE_EXPRESSION, "async.data.n == 1"]
