@@ -49,21 +49,25 @@ def _fetch_entry_len(step_id: str) -> int:
 
 def fit_steps(job: queue_pb2.Job, steps: Mapping[str, bytes], limit: int,
               can_fetch: bool) -> queue_pb2.Job:
-    """`job` (built without steps) with the memos that fit under `limit` in `steps` and the
-    rest named in `fetch_steps`; the smallest go first, so the fewest are left out.
+    """`job` with the memos that fit under `limit` in `steps` and the rest named in
+    `fetch_steps`; the smallest go first, so the fewest are left out. `job.steps` is replaced
+    (it may already hold `steps`).
 
     Raises Undeliverable when the job cannot be sent: its event alone is too large, a memo
     left out is too large for any one message (GetSteps could not return it either), or the
     worker cannot fetch (`can_fetch` False) and not every memo fits.
     """
     budget = limit - _WRAPPER_BYTES
+    # The usual case, sized by protobuf itself: every memo fits.
+    if len(job.steps) != len(steps):
+        job.steps.update(steps)
+    total = job.ByteSize()
+    if total <= budget:
+        return job
+    job.ClearField("steps")
     base = job.ByteSize()
     entries = sorted(((step_entry_len(k, v), k) for k, v in steps.items()),
                      key=lambda e: (e[0], e[1]))
-    total = base + sum(n for n, _ in entries)
-    if total <= budget:
-        job.steps.update(steps)
-        return job
     if not can_fetch:
         raise Undeliverable(
             f"the job is {total} bytes with its memoised steps, over the worker's limit of "

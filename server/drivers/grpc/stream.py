@@ -8,7 +8,6 @@ stream ends its jobs go back to the queue for another worker.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -156,8 +155,7 @@ class GrpcDriver(queue_pb2_grpc.QueueServiceServicer):
     def _job_pb(self, conn: _Connection, job: Job) -> queue_pb2.Job:
         """The job's message within the worker's limit (see _fit.py); raises Undeliverable."""
         event = self._events.get(job.run_id, job.event_json)
-        pb = job_to_pb(dataclasses.replace(job, steps={}), conn.slugs.get(job.function_id, ""),
-                       event)
+        pb = job_to_pb(job, conn.slugs.get(job.function_id, ""), event)
         return fit_steps(pb, job.steps, conn.max_message_bytes, conn.can_fetch)
 
     # QueueService
