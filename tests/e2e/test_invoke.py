@@ -8,6 +8,8 @@ import json
 from collections import Counter
 from typing import Any
 
+import grpc
+import pytest
 from plait import App, Context, NonRetriableError, Step, StepError, SyncStep, TriggerEvent
 from plait_proto.v1 import run_pb2
 
@@ -127,10 +129,13 @@ async def test_invoking_an_unknown_function_fails_the_step_and_hand_sent_invokes
         return []
 
     async with running_worker(app, plait.client):
-        # `inngest/function.invoked` sent by hand, with metadata of every wrong shape: the
-        # runner skips them, and the next event is still served.
+        # `inngest/function.invoked` sent by hand is refused at the door (names under
+        # inngest/ are Plait's own), and the next event is still served.
         for data in ({"_inngest": "x"}, {"_inngest": {"fn_id": 5}}, {"_inngest": {}}, {}):
-            await plait.client.send("inngest/function.invoked", data)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await plait.client.send("inngest/function.invoked", data)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "events[0].name" in (refused.value.details() or "")
         event_id = await plait.client.send("inv-lost/parent", {})
         done = await plait.client.finished_run_of(event_id, timeout_s=30)
 
