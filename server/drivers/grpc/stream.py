@@ -109,6 +109,9 @@ class GrpcDriver(queue_pb2_grpc.QueueServiceServicer):
             except Undeliverable as e:
                 undeliverable.append((job, _too_large(e)))
                 continue
+            except Exception as e:  # one job's fault stays with it (the Driver contract)
+                await self._executor.dispatch_failed(job, e)
+                continue
             conn.held[job.job_id] = job
             if self._telemetry.tracing:
                 self._telemetry.dispatch_started(job, "grpc", conn.id)
@@ -129,7 +132,10 @@ class GrpcDriver(queue_pb2_grpc.QueueServiceServicer):
         for job, op in items:
             log.warning("job.too_large", run_id=job.run_id, job_id=job.job_id,
                         reason=op.error.message)
-        await self._executor.commit(items, relock=False)
+        try:
+            await self._executor.commit(items, relock=False)
+        except Exception:  # storage refused: the leases expire and the redelivery cap ends them
+            log.warning("job.too_large_unrecorded", exc_info=True)
 
     async def cancel(self, run_id: RunId) -> bool:
         for conn in self._connections.values():
@@ -274,6 +280,9 @@ class GrpcDriver(queue_pb2_grpc.QueueServiceServicer):
                     pb = self._job_pb(conn, outcome.next_job)
                 except Undeliverable as e:
                     undeliverable.append((outcome.next_job, _too_large(e)))
+                    continue
+                except Exception as e:
+                    await self._executor.dispatch_failed(outcome.next_job, e)
                     continue
                 conn.held[outcome.next_job.job_id] = outcome.next_job
                 if self._telemetry.tracing:
