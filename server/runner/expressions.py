@@ -5,9 +5,10 @@ The CEL library (`common-expression-language`, Rust) has no cost limit, gives no
 holds the GIL while it evaluates, so the loop is protected by a static estimate: a lexical pass
 measures how deeply comprehension macros nest, how many there are, how large the literal lists
 are and how many tokens one iteration evaluates. The work of an evaluation is at most
-`tokens * n ** loops`, where n is the longest list, map (or string, for string searches) it can
-iterate: refused at registration when the literals alone pass the budget, and checked against
-the event's data before each evaluation.
+`tokens * n ** depth`, times n again for an `in` inside a loop and times s for a string search
+(`contains`, `matches`) inside one, where n is the longest list or map it can meet and s the
+longest string: refused at registration when the literals alone pass the budget, and checked
+against the event's data before each evaluation.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ MAX_COMPREHENSIONS = 8
 COST_BUDGET = 100_000
 
 _MACROS = frozenset({"all", "exists", "exists_one", "existsOne", "map", "filter"})
-# Operations whose own work grows with an operand (a list for `in`, a string for the rest):
-# inside a comprehension they are one more loop.
-_STRING_SEARCHES = frozenset({"contains", "matches", "startsWith", "endsWith"})
+# Calls whose work grows with the string they search: inside a comprehension, a factor of the
+# longest string. (`startsWith` and `endsWith` cost the length of their argument.)
+_STRING_SEARCHES = frozenset({"contains", "matches"})
 _TOKEN = re.compile(r"""
     (?P<ws>\s+)
   | (?P<str>(?:[rR][bB]?|[bB][rR]?)?(?:\"\"\"|'''|"|'))
@@ -50,27 +51,21 @@ class Cost:
     """What a lexical pass over an expression found."""
     comprehensions: int = 0
     depth: int = 0  # deepest nesting of comprehension macros
-    loops: int = 0  # depth, plus one where an `in` or a string search runs inside a macro
     tokens: int = 0
-    literal_items: int = 0  # largest list or map literal (or string literal, for searches)
-    searches_strings: bool = False
+    literal_items: int = 0  # largest list or map literal
+    literal_chars: int = 0  # longest string literal
+    list_search: bool = False  # an `in` inside a comprehension
+    string_search: bool = False  # a `contains` or `matches` inside a comprehension
 
-    def units(self, n: int) -> int:
-        """Work of one evaluation whose data's longest collection has `n` items."""
-        if self.loops == 0:
+    def units(self, n: int, s: int) -> int:
+        """Work of one evaluation whose data's longest collection has `n` items and longest
+        string `s` characters."""
+        if self.depth == 0:
             return self.tokens
-        return self.tokens * int(max(n, self.literal_items, 1) ** self.loops)
-
-    def largest_n(self) -> int:
-        """The longest collection an evaluation may meet within the budget."""
-        if self.loops == 0:
-            return -1
-        n = int((COST_BUDGET / max(self.tokens, 1)) ** (1 / self.loops))
-        while n > 0 and self.units(n) > COST_BUDGET:
-            n -= 1
-        while self.units(n + 1) <= COST_BUDGET:
-            n += 1
-        return n
+        n = max(n, self.literal_items, 1)
+        s = max(s, self.literal_chars, 1)
+        return (self.tokens * int(n ** self.depth) * (n if self.list_search else 1)
+                * (s if self.string_search else 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +74,6 @@ class Expression:
     source: str
     program: Any  # cel.Program
     cost: Cost
-    # The longest collection its data may hold (-1: no loops, any data is fine).
-    limit: int = -1
 
 
 def _string_end(source: str, start: int, quote: str, raw: bool) -> tuple[int, int]:
@@ -97,8 +90,8 @@ def measure(source: str) -> Cost:
     """Counts what drives an evaluation's work, skipping string literals (a string holding
     `.all(` is no loop). Conservative: any list literal may be what a macro iterates."""
     stack: list[list[Any]] = []  # [kind, commas, non_empty]: kind "m" macro, "(", "[", "{", "i"
-    depth = deepest = comprehensions = loops = tokens = literal_items = strings = 0
-    searches_strings = False
+    depth = deepest = comprehensions = tokens = literal_items = literal_chars = 0
+    list_search = string_search = False
     previous = ""  # the last significant token ("0" for a literal or a name)
     pending_macro = False
     i = 0
@@ -114,17 +107,17 @@ def measure(source: str) -> Cost:
         if kind == "str":
             quote = text.lstrip("rRbB")
             i, length = _string_end(source, i, quote, "r" in text[: -len(quote)].lower())
-            strings = max(strings, length)
+            literal_chars = max(literal_chars, length)
             previous, pending_macro = "0", False
             continue
         if kind == "id":
             called = source[i:].lstrip().startswith("(")
             if text in _MACROS and previous == "." and called:
                 pending_macro = True
-            elif text == "in" or (text in _STRING_SEARCHES and called):
-                searches_strings = searches_strings or text != "in"
-                if depth:
-                    loops = max(loops, depth + 1)
+            elif depth and text == "in":
+                list_search = True
+            elif depth and text in _STRING_SEARCHES and called:
+                string_search = True
             previous = "0" if text != "in" else "in"
             continue
         if text == "(":
@@ -146,10 +139,8 @@ def measure(source: str) -> Cost:
             stack[-1][1] += 1
         pending_macro = False
         previous = text if kind == "op" else "0"
-    if searches_strings:
-        literal_items = max(literal_items, strings)
-    return Cost(comprehensions, deepest, max(loops, deepest), tokens, literal_items,
-                searches_strings)
+    return Cost(comprehensions, deepest, tokens, literal_items, literal_chars, list_search,
+                string_search)
 
 
 def compile_expression(field: str, source: str) -> Expression:
@@ -171,42 +162,44 @@ def compile_expression(field: str, source: str) -> Expression:
         raise InvalidArgument(
             field, f"has {cost.comprehensions} comprehensions (all, exists, exists_one, map, "
             f"filter); at most {MAX_COMPREHENSIONS} are allowed")
-    if cost.units(0) > COST_BUDGET:
+    if cost.units(0, 0) > COST_BUDGET:
         raise InvalidArgument(
-            field, f"is too costly to evaluate: about {cost.units(0)} units of work per event "
-            f"from its literals alone, over the budget of {COST_BUDGET}")
-    return Expression(source, program, cost, cost.largest_n())
-
-
-def _longest(value: Any, limit: int, strings: bool) -> int:
-    """The longest list or map in `value` (strings too when `strings`), walked without
-    recursion; stops as soon as one is longer than `limit`."""
-    walked: tuple[type, ...] = (dict, list, str) if strings else (dict, list)
-    longest = 0
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, dict):
-            longest = max(longest, len(item))
-            pending.extend(v for v in item.values() if isinstance(v, walked))
-            if strings:
-                pending.extend(k for k in item if isinstance(k, str))
-        elif isinstance(item, list):
-            longest = max(longest, len(item))
-            pending.extend(v for v in item if isinstance(v, walked))
-        elif strings and isinstance(item, str):
-            longest = max(longest, len(item))
-        if longest > limit:
-            break
-    return longest
+            field, f"is too costly to evaluate: about {cost.units(0, 0)} units of work per "
+            f"event from its literals alone, over the budget of {COST_BUDGET}")
+    return Expression(source, program, cost)
 
 
 def within_budget(expression: Expression, variables: dict[str, Any]) -> bool:
-    """Whether evaluating `expression` over `variables` stays within the budget."""
-    if expression.limit < 0:
+    """Whether evaluating `expression` over `variables` stays within the budget: the data is
+    walked without recursion for its longest collection (and string, when the expression
+    searches strings), stopping as soon as the work would pass the budget."""
+    cost = expression.cost
+    if cost.depth == 0:
         return True
-    return (_longest(variables, expression.limit, expression.cost.searches_strings)
-            <= expression.limit)
+    strings = cost.string_search
+    walked: tuple[type, ...] = (dict, list, str) if strings else (dict, list)
+    n = s = 0
+    pending: list[Any] = [variables]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if len(item) <= s:
+                continue
+            s = len(item)
+        else:
+            if isinstance(item, dict):
+                values: Any = item.values()
+                if strings:
+                    pending.extend(k for k in item if isinstance(k, str))
+            else:
+                values = item
+            pending.extend(v for v in values if isinstance(v, walked))
+            if len(item) <= n:
+                continue
+            n = len(item)
+        if cost.units(n, s) > COST_BUDGET:
+            return False
+    return True
 
 
 def matches(expression: Expression, variables: dict[str, Any]) -> bool:

@@ -122,7 +122,7 @@ def test_macro_names_inside_string_literals_are_not_comprehensions(text: str) ->
     except InvalidArgument as e:
         assert "invalid CEL" in e.reason  # an escape CEL reads differently from JSON
         return
-    assert expression.cost.comprehensions == 0 and expression.limit == -1
+    assert expression.cost.comprehensions == 0 and expression.cost.depth == 0
 
 
 def test_too_many_comprehensions_are_refused() -> None:
@@ -171,7 +171,7 @@ def test_a_search_inside_a_loop_counts_the_strings_it_searches() -> None:
 
 def test_a_plain_expression_is_evaluated_whatever_the_data() -> None:
     compiled = compile_expression("if", "event.data.n == 1")
-    assert compiled.limit == -1
+    assert compiled.cost.depth == 0
     assert matches(compiled, {"event": {"data": {"n": 1, "big": list(range(100_000))}}})
 
 
@@ -234,3 +234,20 @@ def test_a_wait_if_over_the_budget_never_matches_and_is_compiled_once(
         assert not matcher._matches(entry, {}, event)
         assert matcher._matches(fine, {}, event)
     assert compiled == [ISSUE_EXPRESSION, "async.data.n == 1"]
+
+
+def test_a_prefix_check_inside_a_loop_is_not_held_to_the_events_longest_string() -> None:
+    compiled = compile_expression("if", "event.data.tags.exists(t, t.startsWith('vip'))")
+    event = {"event": {"data": {"tags": ["a", "vip-1"], "note": "x" * 100_000}}}
+    assert matches(compiled, event)
+
+
+def test_a_nested_expression_just_within_the_budget_is_evaluated() -> None:
+    compiled = compile_expression("if", "event.data.a.all(x, event.data.b.all(y, x + y >= 0))")
+    n = 1
+    while compiled.cost.units(n + 1, 0) <= COST_BUDGET:
+        n += 1
+    data = {"event": {"data": {"a": [1] * n, "b": [1] * n}}}
+    assert matches(compiled, data)
+    data["event"]["data"]["b"].append(1)
+    assert not matches(compiled, data)
