@@ -96,9 +96,11 @@ def protocol_for(settings: Settings) -> type[LimitedH11Protocol]:
 
 def uvicorn_limits(settings: Settings) -> dict[str, Any]:
     """uvicorn.Config arguments: the protocol, and a cap on handler tasks (a handler may
-    outlive its connection) one above the connection cap, which uvicorn answers with 503."""
+    outlive its connection), which uvicorn answers with 503. uvicorn also counts connections
+    against it: twice the connection cap keeps a burst of refused connections, counted until
+    they are closed, from turning requests on accepted ones into 503s."""
     return {"http": protocol_for(settings), "ws": "none",
-            "limit_concurrency": settings.http_max_connections + 1}
+            "limit_concurrency": 2 * settings.http_max_connections}
 
 
 __all__ = ["LimitedH11Protocol", "protocol_for", "uvicorn_limits"]
