@@ -4,6 +4,7 @@ middleware runs in front of a recording app, in process (no sockets)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -121,8 +122,6 @@ async def test_a_foreign_origin_is_refused_with_403_naming_origin(method: str, o
        st.from_regex(r"[a-z][a-z0-9-]{0,15}(\.[a-z]{2,6}){0,2}", fullmatch=True),
        st.integers(1, 65535))
 def test_any_other_origin_is_refused(scheme: str, host: str, port: int) -> None:
-    import asyncio
-
     origin = f"{scheme}://{host}:{port}"
     if origin == BASE:
         return
@@ -199,3 +198,20 @@ async def test_a_body_at_the_limit_passes() -> None:
     async with client:
         reply = await client.post("/e/key", content=json.dumps("x" * 998).encode())
     assert reply.status_code == 200 and len(recorder.bodies[0]) == 1000
+
+
+_HEADER_TEXT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=40)
+
+
+@settings(max_examples=300)
+@given(origin=_HEADER_TEXT, host=_HEADER_TEXT, content_type=_HEADER_TEXT)
+def test_odd_origin_host_and_content_type_headers_are_answered_never_a_crash(
+    origin: str, host: str, content_type: str,
+) -> None:
+    async def post() -> httpx.Response:
+        client, _ = _client()
+        async with client:
+            return await client.post("/e/key", content=b"{}", headers={
+                "origin": origin, "host": host, "content-type": content_type})
+
+    assert asyncio.run(post()).status_code in (200, 403, 415)
