@@ -132,8 +132,11 @@ def _json(value: Any) -> bytes:
 
 def _loads(body: bytes, field: str, extra_depth: int = 0) -> Any:
     """An SDK's JSON under canonjson's rules; `extra_depth` for the ops list and op object
-    (or the 201 wrapper) around an output that may itself nest MAX_DEPTH deep."""
-    return canonjson.loads(body, field, max_depth=canonjson.MAX_DEPTH + extra_depth)
+    (or the 201 wrapper) around an output that may itself nest MAX_DEPTH deep. Integers past
+    2**53 pass here (the js SDK's op metadata has nanosecond times): the executor holds the
+    op's data to the rule, naming it."""
+    return canonjson.loads(body, field, max_depth=canonjson.MAX_DEPTH + extra_depth,
+                           big_ints=True)
 
 
 def _one_op(op: dict[str, Any], job: Job, headers: Mapping[str, str], now_ms: int) -> Opcode:

@@ -208,3 +208,10 @@ def test_durations_are_short_and_whole_and_capped() -> None:
            str.encode))
 def test_any_sdk_answer_becomes_an_opcode_never_an_exception(status: int, body: bytes) -> None:
     _answer(status, body)
+
+
+def test_big_integers_in_an_ops_metadata_pass_and_its_data_is_left_to_the_executor() -> None:
+    body = b'[{"op":"StepRun","id":"h","data":{"n":1},"timing":{"start":1796157912639000000}}]'
+    assert _answer(206, body) == StepCompleted(StepId("h"), "h", b'{"n":1}')
+    big = _answer(206, b'[{"op":"StepRun","id":"h","data":%d}]' % 2**60)
+    assert big == StepCompleted(StepId("h"), "h", b"%d" % 2**60)  # checked() refuses it
