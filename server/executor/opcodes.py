@@ -11,6 +11,7 @@ import dataclasses
 
 from server.canonjson import canonical, canonical_object
 from server.errors import InvalidArgument
+from server.runner.expressions import compile_expression
 from server.types import (
     ErrorInfo,
     InvokeFunction,
@@ -62,7 +63,7 @@ def _cut_error(error: ErrorInfo, limit: int) -> ErrorInfo:
     return ErrorInfo(name, message, stack)
 
 
-def _failed_step(op: StepCompleted | InvokeFunction | SendEvents, name: str,
+def _failed_step(op: StepCompleted | InvokeFunction | SendEvents | WaitForEvent, name: str,
                  problem: str) -> StepFailed:
     return StepFailed(op.step_id, op.name, ErrorInfo(name, problem), non_retriable=True)
 
@@ -116,4 +117,11 @@ def checked(op: Opcode, max_output_bytes: int, max_event_bytes: int,
         return op if data == op.data_json else dataclasses.replace(op, data_json=data)
     if isinstance(op, SendEvents):
         return _sent(op, max_event_bytes)
+    if isinstance(op, WaitForEvent) and op.if_expression:
+        # The cost budget of every CEL `if`, whichever transport carried the wait: one over it
+        # would otherwise be refused only when an event came, and the wait would time out.
+        try:
+            compile_expression("if", op.if_expression)
+        except InvalidArgument as e:
+            return _failed_step(op, "ExpressionError", e.message)
     return op

@@ -5,6 +5,7 @@ if one is attempted. No traffic leaves the machine."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 from collections.abc import Iterator
@@ -163,3 +164,28 @@ async def test_the_dev_sync_api_refuses_remote_and_malformed_urls_with_a_400_nam
             assert reply.status_code == 400, (url, reply.text)
             assert reply.json()["error"].startswith("url: ")
     assert no_remote_traffic.attempts == []
+
+
+async def test_an_app_answering_a_sync_with_deeply_nested_json_is_reported_not_a_crash() -> None:
+    """A synced app's answer is read under the canonical JSON rules: 100,000 levels of nesting
+    made json.loads raise RecursionError out of the sync (a 500)."""
+    body = b"[" * 100_000 + b"]" * 100_000
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 500 Internal Server Error\r\nX-Inngest-SDK: py:v0.5.19\r\n"
+                     b"Content-Type: application/json\r\nConnection: close\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        result = await AppSync(DEV).sync(f"http://127.0.0.1:{port}/api/inngest")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert not result.ok
+    assert result.status == 500
+    assert result.body == {}

@@ -154,3 +154,13 @@ def test_any_output_bytes_become_a_canonical_output_or_a_final_step_failure(raw:
                           ensure_ascii=False).encode() == op.output_json
     else:
         assert _failure(op).error.name == "OutputError"
+
+
+def test_a_wait_whose_if_is_over_the_cel_budget_fails_its_step_from_either_transport() -> None:
+    nested = "[1].all(a, [2].all(b, [3].all(c, [4].exists(d, d == async.data.n))))"
+    failure = _failure(checked(WaitForEvent(StepId("w"), "w", "order.paid", nested, 10),
+                               OUT, EVENT))
+    assert failure.error.name == "ExpressionError"
+    assert failure.error.message.startswith("if: ")
+    fine = WaitForEvent(StepId("w"), "w", "order.paid", "event.data.id == async.data.id", 10)
+    assert checked(fine, OUT, EVENT) is fine

@@ -15,7 +15,6 @@ the HTTP client will connect to, before any connection or name lookup.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import httpx
 import structlog
 
-from server import __version__
+from server import __version__, canonjson
 from server.api.guard import is_loopback_host
 from server.config import Mode, Settings
 from server.drivers.http import signing
@@ -122,8 +121,8 @@ class AppSync:
             except httpx.HTTPError as e:
                 return SyncResult(url, False, 0, f"{url} is unreachable: {e or type(e).__name__}")
         try:
-            parsed = json.loads(response.content) if response.content else {}
-        except ValueError:
+            parsed = canonjson.loads(response.content, "answer") if response.content else {}
+        except InvalidArgument:
             parsed = {}
         answer = parsed if isinstance(parsed, dict) else {}
         if not _is_sdk(response):
