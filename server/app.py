@@ -157,7 +157,7 @@ class PlaitServer:
 
         # Roles are (name, loop): each runs under supervise(), which restarts it when it
         # fails. Every role makes spans or metrics; the export task sends spans (when tracing).
-        health = StorageHealth.of(redis_url, self._engine, s.storage_grace_s)
+        health = StorageHealth.of(self._redis, redis_url, self._engine, s.storage_grace_s)
         roles: list[tuple[str, Role]] = [("telemetry", telemetry.run)]
         if self._embedded is not None:  # restarts the private Redis if it dies alone
             roles.append(("embedded-redis", self._embedded.watch))

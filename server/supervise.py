@@ -87,32 +87,44 @@ async def supervise(
 ) -> None:
     """Runs `role()` until it returns; an exception restarts it after a growing pause.
 
-    A cancellation always ends it, even when a client library turned it into an ordinary
-    error on the way out (redis-py and SQLAlchemy can).
+    A cancellation of this task always ends it, even when a client library turned it into an
+    ordinary error on the way out (redis-py and SQLAlchemy can). Each attempt runs in a task
+    of its own, awaited here: a role whose TaskGroup failed can be left "cancelling" by
+    Python 3.11 (the group cancels its parent and, when the parent was already waiting in
+    __aexit__, never uncancels it), and that stale state must die with the attempt instead
+    of making every later check think shutdown was asked for.
     """
     delay_s = backoff.first_s
     while True:
         raise_if_cancelling()
         started = time.monotonic()
+        attempt = asyncio.create_task(role(), name=f"{name}-attempt")
         try:
-            await role()
+            await attempt
+        except asyncio.CancelledError:
+            raise_if_cancelling()  # we were asked to stop: the attempt was cancelled with us
+            error: Exception = RuntimeError("the role ended by a CancelledError nobody asked for")
         except Exception as e:
             raise_if_cancelling()
-            if time.monotonic() - started >= backoff.healthy_s:
-                delay_s = backoff.first_s
-            log.error(ROLE_CRASHED, role=name, error=describe(e), restart_in_s=delay_s,
-                      exc_info=e)
-            if on_restart is not None:
-                on_restart(name)
-            if on_storage_error is not None and is_storage_error(e):
-                on_storage_error(e)
-            await asyncio.sleep(delay_s)
-            delay_s = min(backoff.max_s, delay_s * 2)
+            error = e
         else:
             # Only a role with nothing to do (no span export) or one told to stop (the HTTP
             # server on shutdown) returns.
             log.debug(ROLE_ENDED, role=name)
             return
+        finally:
+            if not attempt.done():  # only when this task is being cancelled
+                attempt.cancel()
+        if time.monotonic() - started >= backoff.healthy_s:
+            delay_s = backoff.first_s
+        log.error(ROLE_CRASHED, role=name, error=describe(error), restart_in_s=delay_s,
+                  exc_info=error)
+        if on_restart is not None:
+            on_restart(name)
+        if on_storage_error is not None and is_storage_error(error):
+            on_storage_error(error)
+        await asyncio.sleep(delay_s)
+        delay_s = min(backoff.max_s, delay_s * 2)
 
 
 @dataclass(slots=True)
@@ -128,9 +140,12 @@ class StorageHealth:
 
     def __init__(self, checks: Mapping[str, Check], grace_s: float, *, interval_s: float = 1.0,
                  deadline_s: float = 2.0, clock: Callable[[], float] = time.monotonic,
-                 close: Callable[[], Awaitable[None]] | None = None) -> None:
+                 close: Callable[[], Awaitable[None]] | None = None,
+                 on_reachable: Mapping[str, Check] | None = None) -> None:
+        """`on_reachable[name]` runs when that store answers again after being away."""
         self._checks = dict(checks)
         self._close = close
+        self._on_reachable = dict(on_reachable or {})
         self._grace_s = grace_s
         self._interval_s = interval_s
         self._deadline_s = deadline_s
@@ -139,12 +154,16 @@ class StorageHealth:
         self._wake = asyncio.Event()
 
     @classmethod
-    def of(cls, redis_url: str, engine: AsyncEngine, grace_s: float) -> StorageHealth:
+    def of(cls, redis: Redis, redis_url: str, engine: AsyncEngine,
+           grace_s: float) -> StorageHealth:
         """Probes the server's Redis (over its own connection, without retries, so a probe
-        answers within its deadline) and its database."""
+        answers within its deadline) and its database. When Redis is back, the server
+        client's pooled connections are closed: one left waiting on a peer that will never
+        answer (a half-open socket) cannot hold a role, whose call is retried on a new one."""
         probe = Redis.from_url(redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
         return cls({"redis": probe.ping, "database": lambda: _select_one(engine)}, grace_s,
-                   close=probe.aclose)
+                   close=probe.aclose,
+                   on_reachable={"redis": redis.connection_pool.disconnect})
 
     @property
     def ok(self) -> bool:
@@ -193,6 +212,9 @@ class StorageHealth:
                 if state.down_since is not None:
                     log.info(STORAGE_REACHABLE, store=name,
                              after_s=round(self._clock() - state.down_since, 1))
+                    hook = self._on_reachable.get(name)
+                    if hook is not None and (failed := await self._attempt(hook)):
+                        log.warning(STORAGE_REACHABLE, store=name, hook_failed=failed)
                 state.down_since, state.error = None, ""
             else:
                 if state.down_since is None:

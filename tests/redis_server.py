@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -13,7 +15,6 @@ from redis import asyncio as aioredis
 from redis.exceptions import BusyLoadingError, ConnectionError
 
 from server.dev.redis import find_redis_server
-from tests.e2e.harness import free_port
 
 
 class PrivateRedis:
@@ -22,7 +23,7 @@ class PrivateRedis:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.port = free_port()
+        self.port = _fixed_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -69,3 +70,19 @@ class PrivateRedis:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def _fixed_port() -> int:
+    """A free port below the ephemeral range. While Redis is down its port is free: one from
+    the ephemeral range can be taken meanwhile by any bind(0) on the machine (another test's
+    server), and Plait's reconnects would then reach a peer that never answers."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(100):
+        port = random.randrange(10_000, min(low, 32_768))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")

@@ -102,6 +102,55 @@ async def test_a_cancellation_a_client_turned_into_an_error_still_stops_the_role
     assert restarts == []
 
 
+async def test_a_role_whose_task_group_failed_is_restarted() -> None:
+    # Python 3.11's TaskGroup cancels its parent task when a child fails while the parent
+    # waits in __aexit__, and leaves it "cancelling": the restart must not take that for a
+    # shutdown (the executor role vanished this way when Redis went away).
+    calls = 0
+    steady = asyncio.Event()
+
+    async def child() -> None:
+        await asyncio.sleep(0)
+        raise redis_errors.ConnectionError("Redis went away")
+
+    async def group() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(child())
+        steady.set()
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(supervise("group", group, backoff=FAST))
+    async with asyncio.timeout(10):
+        await steady.wait()
+    assert calls == 2
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_role_ended_by_a_stray_cancelled_error_is_restarted() -> None:
+    calls = 0
+    steady = asyncio.Event()
+
+    async def stray() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise asyncio.CancelledError  # nobody cancelled it
+        steady.set()
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(supervise("stray", stray, backoff=FAST))
+    async with asyncio.timeout(10):
+        await steady.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 async def test_a_role_that_returns_is_done() -> None:
     calls = 0
 

@@ -38,6 +38,7 @@ log = structlog.get_logger(__name__)
 
 CRON_EVENT = "inngest/scheduled.timer"
 CRON_DISABLED = "cron.disabled"
+PASS_TIMEOUT_S = 30.0
 _PKG = "server.runner"
 
 
@@ -118,8 +119,11 @@ class Scheduler:
     async def run(self) -> None:
         while True:
             raise_if_cancelling()
-            await self._registry.refresh()
-            next_ms = await self.schedule_due(self._clock.now_ms())
+            # A pass has a deadline: a store that stopped answering fails it (and the role is
+            # restarted) instead of hanging the scheduler.
+            async with asyncio.timeout(PASS_TIMEOUT_S):
+                await self._registry.refresh()
+                next_ms = await self.schedule_due(self._clock.now_ms())
             wait_s = (next_ms - self._clock.now_ms()) / 1000 if next_ms else float("inf")
             await asyncio.sleep(max(0.0, min(wait_s, self._clock.max_sleep_s)))
 

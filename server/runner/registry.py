@@ -26,6 +26,7 @@ MAX_FUNCTIONS = 500
 MAX_RETRIES = 20
 MAX_CANCEL_ON = 10
 FUNCTION_UNINDEXABLE = "function.unindexable"
+WATCH_TIMEOUT_S = 10.0
 
 
 def validate_registration(reg: AppRegistration) -> None:
@@ -132,6 +133,7 @@ class Registry:
         while True:
             raise_if_cancelling()
             await asyncio.sleep(interval_s)
-            raw = await self._redis.get(self._keys.functions_version)
-            if int(raw or 0) != self._version:
-                await self.reload()
+            async with asyncio.timeout(WATCH_TIMEOUT_S):  # a silent peer fails, never hangs
+                raw = await self._redis.get(self._keys.functions_version)
+                if int(raw or 0) != self._version:
+                    await self.reload()

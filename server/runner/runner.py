@@ -6,6 +6,7 @@ event read twice after a crash starts each run once.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -41,6 +42,9 @@ EVENT_KEY_TTL_S = 24 * 3600
 # Entries another runner read and did not acknowledge for this long are taken over; starting
 # a run twice is harmless (run creation is idempotent), so this can be short.
 CLAIM_IDLE_MS = 5_000
+# Each stream read and acknowledgement has a deadline: a connection whose peer stopped
+# answering (half-open, no RST) must end in an error the role is restarted from, not hang it.
+REDIS_CALL_S = 10.0
 EVENT_UNPROCESSABLE = "event.unprocessable"
 
 
@@ -108,8 +112,10 @@ class Runner:
             await self._drain(">", block_ms=200)
 
     async def _claim_abandoned(self) -> None:
-        reply: Any = await self._redis.xautoclaim(
-            self._keys.events, GROUP, self._consumer, min_idle_time=CLAIM_IDLE_MS, count=500)
+        async with asyncio.timeout(REDIS_CALL_S):
+            reply: Any = await self._redis.xautoclaim(
+                self._keys.events, GROUP, self._consumer, min_idle_time=CLAIM_IDLE_MS,
+                count=500)
         claimed = reply[1]
         if claimed:
             await self.process(claimed)
@@ -117,8 +123,10 @@ class Runner:
     async def _drain(self, start: str, block_ms: int | None = None) -> None:
         while True:
             raise_if_cancelling()
-            reply: Any = await self._redis.xreadgroup(
-                GROUP, self._consumer, {self._keys.events: start}, count=1000, block=block_ms)
+            async with asyncio.timeout(REDIS_CALL_S):
+                reply: Any = await self._redis.xreadgroup(
+                    GROUP, self._consumer, {self._keys.events: start}, count=1000,
+                    block=block_ms)
             entries = reply[0][1] if reply else []
             if not entries:
                 return
@@ -156,7 +164,8 @@ class Runner:
                     self._unprocessable(plan.entry_id, plan.fields, one)
         ids = [entry_id for entry_id, _ in entries]
         if ids:
-            async with self._redis.pipeline(transaction=False) as pipe:
+            async with asyncio.timeout(REDIS_CALL_S), self._redis.pipeline(
+                    transaction=False) as pipe:
                 pipe.xack(self._keys.events, GROUP, *ids)
                 pipe.xdel(self._keys.events, *ids)
                 await pipe.execute()
