@@ -31,10 +31,13 @@ class RunStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Flow control started nothing for the event (rate limit, idempotency, singleton skip).
+    SKIPPED = "skipped"
 
     @property
     def terminal(self) -> bool:
-        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED,
+                        RunStatus.SKIPPED)
 
 
 class StepStatus(StrEnum):
@@ -78,6 +81,94 @@ class CancelOn:
     timeout_ms: int = 0
 
 
+# Flow control (issue 12). Configuration as registered; durations in ms; `key` fields are CEL
+# over `event`, evaluated once when a run is created ("" = one limit for the whole scope).
+
+
+class ConcurrencyScope(StrEnum):
+    FN = "fn"
+    ENV = "env"
+    ACCOUNT = "account"
+
+
+class SingletonMode(StrEnum):
+    SKIP = "skip"
+    CANCEL = "cancel"
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrencyLimit:
+    """At most `limit` jobs of runs sharing a key hold a lease at once."""
+
+    limit: int
+    key: str = ""
+    scope: ConcurrencyScope = ConcurrencyScope.FN
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleConfig:
+    """Run starts per key: `limit` per `period_ms`, `burst` more at once; delays, drops none."""
+
+    limit: int
+    period_ms: int
+    burst: int = 1
+    key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitConfig:
+    """Runs per key: `limit` per `period_ms`; events past it start nothing (run Skipped)."""
+
+    limit: int
+    period_ms: int
+    key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DebounceConfig:
+    """One run per key with the last event of a quiet `period_ms`; `timeout_ms` (0: none)
+    caps the delay from the first event."""
+
+    period_ms: int
+    key: str = ""
+    timeout_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BatchConfig:
+    """One run for up to `max_size` events per key, started when full or `timeout_ms` after
+    its first event; only events `if_expression` accepts are batched."""
+
+    max_size: int
+    timeout_ms: int
+    key: str = ""
+    if_expression: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SingletonConfig:
+    """At most one active run per key: `skip` new ones, or `cancel` the active one."""
+
+    mode: SingletonMode
+    key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FlowControl:
+    concurrency: tuple[ConcurrencyLimit, ...] = ()  # at most two
+    throttle: ThrottleConfig | None = None
+    rate_limit: RateLimitConfig | None = None
+    debounce: DebounceConfig | None = None
+    batch: BatchConfig | None = None
+    priority_run: str = ""  # CEL over `event`: seconds, -600..600, ahead (+) or behind (-)
+    idempotency: str = ""  # CEL key over `event`: one run per key per 24 h
+    singleton: SingletonConfig | None = None
+
+    @property
+    def configured(self) -> bool:
+        return self != FlowControl()
+
+
 @dataclass(frozen=True, slots=True)
 class FunctionConfig:
     """A function as registered, validated."""
@@ -94,6 +185,7 @@ class FunctionConfig:
     start_timeout_ms: int = 0
     finish_timeout_ms: int = 0
     cancel_on: tuple[CancelOn, ...] = ()
+    flow: FlowControl = FlowControl()
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +221,9 @@ class Job:
     tracestate: str = ""
     # The planned step this job runs on its own (parallel steps); "" for the run's main job.
     target_step: str = ""
+    # A batched run's events in order, each as event_json (flow control's batchEvents); empty
+    # for every other run, whose one event is event_json.
+    events: tuple[bytes, ...] = ()
 
 
 # Opcodes: what a job did, whichever transport carried the answer.
