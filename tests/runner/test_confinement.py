@@ -17,15 +17,23 @@ from structlog.testing import capture_logs
 from ulid import ULID
 
 from server.config import Settings
-from server.history import migrate, open_database
+from server.history import migrate, open_database, store
 from server.keys import Keys
 from server.queue import Queue
 from server.runner.cron import CRON_DISABLED, Clock, Scheduler
 from server.runner.index import FunctionIndex
+from server.runner.registry import FUNCTION_UNINDEXABLE, Registry
 from server.runner.runner import EVENT_UNPROCESSABLE, GROUP, Runner, run_id_for
 from server.state import StateStore
 from server.telemetry.metrics import Metrics
-from server.types import AppId, CronTrigger, EventTrigger, FunctionConfig, FunctionId
+from server.types import (
+    AppId,
+    AppRegistration,
+    CronTrigger,
+    EventTrigger,
+    FunctionConfig,
+    FunctionId,
+)
 
 KEYS = Keys()
 MINUTE_MS = 60_000
@@ -192,3 +200,48 @@ async def test_a_cron_trigger_that_never_fires_is_disabled_and_the_others_tick(
     assert len(disabled) == 1  # logged once, not at every pass
     assert disabled[0]["function_id"] == bad.id
     assert "CroniterBadDateError" in disabled[0]["error"]
+
+
+async def test_a_stored_function_the_index_refuses_is_left_out_and_the_others_served(
+    redis: Redis, engine: AsyncEngine,
+) -> None:
+    # Stored before a stricter check existed: its `if` no longer compiles.
+    bad = _fn("bad", EventTrigger("order/placed", "event.data.total >"))
+    good = _fn("good", EventTrigger("order/placed"))
+    await store.upsert_app(engine, AppRegistration(AppId("app"), (bad, good)), 0)
+    registry = Registry(engine, redis, KEYS, FunctionIndex())
+
+    with capture_logs() as logs:
+        await registry.reload()
+
+    assert [c.function.id for c in registry.index.candidates("order/placed")] == [good.id]
+    # Left out by the index itself (trigger.expression_refused) or, for any other error of
+    # the index, by the registry (function.unindexable): either way named in the logs.
+    left_out = [e for e in logs if e["event"] in (FUNCTION_UNINDEXABLE,
+                                                  "trigger.expression_refused")]
+    assert [e["function_id"] for e in left_out] == [bad.id]
+
+
+async def test_a_function_the_index_fails_on_is_left_out_by_the_registry(
+    redis: Redis, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bad = _fn("bad", EventTrigger("order/placed"))
+    good = _fn("good", EventTrigger("order/placed"))
+    await store.upsert_app(engine, AppRegistration(AppId("app"), (bad, good)), 0)
+    replace = FunctionIndex.replace
+
+    def failing(index: FunctionIndex, functions: Any, paused: Any = ()) -> None:
+        functions = list(functions)
+        if any(f.id == bad.id for f in functions):
+            raise RuntimeError("an index bug this function meets")
+        replace(index, functions, paused)
+
+    monkeypatch.setattr(FunctionIndex, "replace", failing)
+    registry = Registry(engine, redis, KEYS, FunctionIndex())
+    with capture_logs() as logs:
+        await registry.reload()
+
+    assert [c.function.id for c in registry.index.candidates("order/placed")] == [good.id]
+    left_out = [e for e in logs if e["event"] == FUNCTION_UNINDEXABLE]
+    assert [e["function_id"] for e in left_out] == [bad.id]
+    assert "an index bug" in left_out[0]["error"]
