@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -17,10 +19,19 @@ from structlog.testing import capture_logs
 from ulid import ULID
 
 from server.config import Settings
+from server.errors import InvalidArgument
 from server.history import migrate, open_database, store
 from server.keys import Keys
 from server.queue import Queue
-from server.runner.cron import CRON_DISABLED, Clock, Scheduler
+from server.runner.cron import (
+    CRON_DISABLED,
+    Clock,
+    Scheduler,
+    latest_tick_ms,
+    next_tick_ms,
+    parse_cron,
+)
+from server.runner.expressions import validate_cron
 from server.runner.index import FunctionIndex
 from server.runner.registry import FUNCTION_UNINDEXABLE, Registry
 from server.runner.runner import EVENT_UNPROCESSABLE, GROUP, Runner, run_id_for
@@ -245,3 +256,39 @@ async def test_a_function_the_index_fails_on_is_left_out_by_the_registry(
     left_out = [e for e in logs if e["event"] == FUNCTION_UNINDEXABLE]
     assert [e["function_id"] for e in left_out] == [bad.id]
     assert "an index bug" in left_out[0]["error"]
+
+
+def _field(low: int, high: int) -> st.SearchStrategy[str]:
+    """One cron field: *, a value, a range, a step, or a list of values."""
+    value = st.integers(low, high)
+    single = st.one_of(
+        st.just("*"), value.map(str),
+        st.tuples(value, value).map(lambda p: f"{min(p)}-{max(p)}"),
+        st.integers(1, high).map(lambda k: f"*/{k}"))
+    return st.one_of(single, st.lists(value, min_size=2, max_size=4).map(
+        lambda vs: ",".join(map(str, vs))))
+
+
+CRONS = st.tuples(_field(0, 59), _field(0, 23), _field(1, 31), _field(1, 12),
+                  _field(0, 6)).map(" ".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(spec=CRONS, at_ms=st.integers(0, 4_102_444_800_000))  # 1970 .. 2100
+def test_every_cron_registration_accepts_the_scheduler_can_tick(spec: str, at_ms: int) -> None:
+    try:
+        validate_cron("cron", spec)
+    except InvalidArgument as e:
+        assert e.field == "cron"
+        return
+    schedule = parse_cron(spec)
+    assert next_tick_ms(schedule, at_ms) > at_ms
+    assert latest_tick_ms(schedule, at_ms) <= at_ms
+
+
+@pytest.mark.parametrize("spec", ["0 0 30 2 *", "0 0 31 4,6,9,11 *", "0 0 31 2 *"])
+def test_a_cron_naming_a_date_that_never_comes_is_refused(spec: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        validate_cron("functions[0].triggers[0].cron", spec)
+    assert caught.value.field == "functions[0].triggers[0].cron"
+    assert "never fires" in caught.value.reason
