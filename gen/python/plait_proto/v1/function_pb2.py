@@ -24,27 +24,43 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17plait/v1/function.proto\x12\x08plait.v1\"\xc2\x01\n\x12\x46unctionDefinition\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12#\n\x08triggers\x18\x03 \x03(\x0b\x32\x11.plait.v1.Trigger\x12\x14\n\x07retries\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12$\n\x08timeouts\x18\x05 \x01(\x0b\x32\x12.plait.v1.Timeouts\x12%\n\tcancel_on\x18\x06 \x03(\x0b\x32\x12.plait.v1.CancelOnB\n\n\x08_retries\"D\n\x08\x43\x61ncelOn\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12\x15\n\rif_expression\x18\x02 \x01(\t\x12\x12\n\ntimeout_ms\x18\x03 \x01(\x03\"/\n\x08Timeouts\x12\x10\n\x08start_ms\x18\x01 \x01(\x03\x12\x11\n\tfinish_ms\x18\x02 \x01(\x03\"a\n\x07Trigger\x12\'\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x16.plait.v1.EventTriggerH\x00\x12%\n\x04\x63ron\x18\x02 \x01(\x0b\x32\x15.plait.v1.CronTriggerH\x00\x42\x06\n\x04kind\"1\n\x0c\x45ventTrigger\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12\x12\n\nexpression\x18\x02 \x01(\t\"\x1b\n\x0b\x43ronTrigger\x12\x0c\n\x04\x63ron\x18\x01 \x01(\t\"\x7f\n\x08\x46unction\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x30\n\ndefinition\x18\x03 \x01(\x0b\x32\x1c.plait.v1.FunctionDefinition\x12\x15\n\rupdated_at_ms\x18\x04 \x01(\x03\x12\x0e\n\x06paused\x18\x05 \x01(\x08\"9\n\tErrorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05stack\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17plait/v1/function.proto\x12\x08plait.v1\"\xe8\x03\n\x12\x46unctionDefinition\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12#\n\x08triggers\x18\x03 \x03(\x0b\x32\x11.plait.v1.Trigger\x12\x14\n\x07retries\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12$\n\x08timeouts\x18\x05 \x01(\x0b\x32\x12.plait.v1.Timeouts\x12%\n\tcancel_on\x18\x06 \x03(\x0b\x32\x12.plait.v1.CancelOn\x12/\n\x0b\x63oncurrency\x18\x07 \x03(\x0b\x32\x1a.plait.v1.ConcurrencyLimit\x12$\n\x08throttle\x18\x08 \x01(\x0b\x32\x12.plait.v1.Throttle\x12\'\n\nrate_limit\x18\t \x01(\x0b\x32\x13.plait.v1.RateLimit\x12$\n\x08\x64\x65\x62ounce\x18\n \x01(\x0b\x32\x12.plait.v1.Debounce\x12+\n\x0c\x62\x61tch_events\x18\x0b \x01(\x0b\x32\x15.plait.v1.BatchEvents\x12\x14\n\x0cpriority_run\x18\x0c \x01(\t\x12\x13\n\x0bidempotency\x18\r \x01(\t\x12&\n\tsingleton\x18\x0e \x01(\x0b\x32\x13.plait.v1.SingletonB\n\n\x08_retries\"Y\n\x10\x43oncurrencyLimit\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x0b\n\x03key\x18\x02 \x01(\t\x12)\n\x05scope\x18\x03 \x01(\x0e\x32\x1a.plait.v1.ConcurrencyScope\"H\n\x08Throttle\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x11\n\tperiod_ms\x18\x02 \x01(\x03\x12\r\n\x05\x62urst\x18\x03 \x01(\x05\x12\x0b\n\x03key\x18\x04 \x01(\t\":\n\tRateLimit\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x11\n\tperiod_ms\x18\x02 \x01(\x03\x12\x0b\n\x03key\x18\x03 \x01(\t\">\n\x08\x44\x65\x62ounce\x12\x11\n\tperiod_ms\x18\x01 \x01(\x03\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x12\n\ntimeout_ms\x18\x03 \x01(\x03\"W\n\x0b\x42\x61tchEvents\x12\x10\n\x08max_size\x18\x01 \x01(\x05\x12\x12\n\ntimeout_ms\x18\x02 \x01(\x03\x12\x0b\n\x03key\x18\x03 \x01(\t\x12\x15\n\rif_expression\x18\x04 \x01(\t\"?\n\tSingleton\x12%\n\x04mode\x18\x01 \x01(\x0e\x32\x17.plait.v1.SingletonMode\x12\x0b\n\x03key\x18\x02 \x01(\t\"D\n\x08\x43\x61ncelOn\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12\x15\n\rif_expression\x18\x02 \x01(\t\x12\x12\n\ntimeout_ms\x18\x03 \x01(\x03\"/\n\x08Timeouts\x12\x10\n\x08start_ms\x18\x01 \x01(\x03\x12\x11\n\tfinish_ms\x18\x02 \x01(\x03\"a\n\x07Trigger\x12\'\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x16.plait.v1.EventTriggerH\x00\x12%\n\x04\x63ron\x18\x02 \x01(\x0b\x32\x15.plait.v1.CronTriggerH\x00\x42\x06\n\x04kind\"1\n\x0c\x45ventTrigger\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12\x12\n\nexpression\x18\x02 \x01(\t\"\x1b\n\x0b\x43ronTrigger\x12\x0c\n\x04\x63ron\x18\x01 \x01(\t\"\x7f\n\x08\x46unction\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x30\n\ndefinition\x18\x03 \x01(\x0b\x32\x1c.plait.v1.FunctionDefinition\x12\x15\n\rupdated_at_ms\x18\x04 \x01(\x03\x12\x0e\n\x06paused\x18\x05 \x01(\x08\"9\n\tErrorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05stack\x18\x03 \x01(\t*\x89\x01\n\x10\x43oncurrencyScope\x12!\n\x1d\x43ONCURRENCY_SCOPE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43ONCURRENCY_SCOPE_FN\x10\x01\x12\x19\n\x15\x43ONCURRENCY_SCOPE_ENV\x10\x02\x12\x1d\n\x19\x43ONCURRENCY_SCOPE_ACCOUNT\x10\x03*c\n\rSingletonMode\x12\x1e\n\x1aSINGLETON_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13SINGLETON_MODE_SKIP\x10\x01\x12\x19\n\x15SINGLETON_MODE_CANCEL\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'plait.v1.function_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_CONCURRENCYSCOPE']._serialized_start=1458
+  _globals['_CONCURRENCYSCOPE']._serialized_end=1595
+  _globals['_SINGLETONMODE']._serialized_start=1597
+  _globals['_SINGLETONMODE']._serialized_end=1696
   _globals['_FUNCTIONDEFINITION']._serialized_start=38
-  _globals['_FUNCTIONDEFINITION']._serialized_end=232
-  _globals['_CANCELON']._serialized_start=234
-  _globals['_CANCELON']._serialized_end=302
-  _globals['_TIMEOUTS']._serialized_start=304
-  _globals['_TIMEOUTS']._serialized_end=351
-  _globals['_TRIGGER']._serialized_start=353
-  _globals['_TRIGGER']._serialized_end=450
-  _globals['_EVENTTRIGGER']._serialized_start=452
-  _globals['_EVENTTRIGGER']._serialized_end=501
-  _globals['_CRONTRIGGER']._serialized_start=503
-  _globals['_CRONTRIGGER']._serialized_end=530
-  _globals['_FUNCTION']._serialized_start=532
-  _globals['_FUNCTION']._serialized_end=659
-  _globals['_ERRORINFO']._serialized_start=661
-  _globals['_ERRORINFO']._serialized_end=718
+  _globals['_FUNCTIONDEFINITION']._serialized_end=526
+  _globals['_CONCURRENCYLIMIT']._serialized_start=528
+  _globals['_CONCURRENCYLIMIT']._serialized_end=617
+  _globals['_THROTTLE']._serialized_start=619
+  _globals['_THROTTLE']._serialized_end=691
+  _globals['_RATELIMIT']._serialized_start=693
+  _globals['_RATELIMIT']._serialized_end=751
+  _globals['_DEBOUNCE']._serialized_start=753
+  _globals['_DEBOUNCE']._serialized_end=815
+  _globals['_BATCHEVENTS']._serialized_start=817
+  _globals['_BATCHEVENTS']._serialized_end=904
+  _globals['_SINGLETON']._serialized_start=906
+  _globals['_SINGLETON']._serialized_end=969
+  _globals['_CANCELON']._serialized_start=971
+  _globals['_CANCELON']._serialized_end=1039
+  _globals['_TIMEOUTS']._serialized_start=1041
+  _globals['_TIMEOUTS']._serialized_end=1088
+  _globals['_TRIGGER']._serialized_start=1090
+  _globals['_TRIGGER']._serialized_end=1187
+  _globals['_EVENTTRIGGER']._serialized_start=1189
+  _globals['_EVENTTRIGGER']._serialized_end=1238
+  _globals['_CRONTRIGGER']._serialized_start=1240
+  _globals['_CRONTRIGGER']._serialized_end=1267
+  _globals['_FUNCTION']._serialized_start=1269
+  _globals['_FUNCTION']._serialized_end=1396
+  _globals['_ERRORINFO']._serialized_start=1398
+  _globals['_ERRORINFO']._serialized_end=1455
 # @@protoc_insertion_point(module_scope)

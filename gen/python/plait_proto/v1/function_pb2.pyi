@@ -1,4 +1,5 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -6,21 +7,119 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ConcurrencyScope(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CONCURRENCY_SCOPE_UNSPECIFIED: _ClassVar[ConcurrencyScope]
+    CONCURRENCY_SCOPE_FN: _ClassVar[ConcurrencyScope]
+    CONCURRENCY_SCOPE_ENV: _ClassVar[ConcurrencyScope]
+    CONCURRENCY_SCOPE_ACCOUNT: _ClassVar[ConcurrencyScope]
+
+class SingletonMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SINGLETON_MODE_UNSPECIFIED: _ClassVar[SingletonMode]
+    SINGLETON_MODE_SKIP: _ClassVar[SingletonMode]
+    SINGLETON_MODE_CANCEL: _ClassVar[SingletonMode]
+CONCURRENCY_SCOPE_UNSPECIFIED: ConcurrencyScope
+CONCURRENCY_SCOPE_FN: ConcurrencyScope
+CONCURRENCY_SCOPE_ENV: ConcurrencyScope
+CONCURRENCY_SCOPE_ACCOUNT: ConcurrencyScope
+SINGLETON_MODE_UNSPECIFIED: SingletonMode
+SINGLETON_MODE_SKIP: SingletonMode
+SINGLETON_MODE_CANCEL: SingletonMode
+
 class FunctionDefinition(_message.Message):
-    __slots__ = ("id", "name", "triggers", "retries", "timeouts", "cancel_on")
+    __slots__ = ("id", "name", "triggers", "retries", "timeouts", "cancel_on", "concurrency", "throttle", "rate_limit", "debounce", "batch_events", "priority_run", "idempotency", "singleton")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     TRIGGERS_FIELD_NUMBER: _ClassVar[int]
     RETRIES_FIELD_NUMBER: _ClassVar[int]
     TIMEOUTS_FIELD_NUMBER: _ClassVar[int]
     CANCEL_ON_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    THROTTLE_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    DEBOUNCE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_RUN_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_FIELD_NUMBER: _ClassVar[int]
+    SINGLETON_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     triggers: _containers.RepeatedCompositeFieldContainer[Trigger]
     retries: int
     timeouts: Timeouts
     cancel_on: _containers.RepeatedCompositeFieldContainer[CancelOn]
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., triggers: _Optional[_Iterable[_Union[Trigger, _Mapping]]] = ..., retries: _Optional[int] = ..., timeouts: _Optional[_Union[Timeouts, _Mapping]] = ..., cancel_on: _Optional[_Iterable[_Union[CancelOn, _Mapping]]] = ...) -> None: ...
+    concurrency: _containers.RepeatedCompositeFieldContainer[ConcurrencyLimit]
+    throttle: Throttle
+    rate_limit: RateLimit
+    debounce: Debounce
+    batch_events: BatchEvents
+    priority_run: str
+    idempotency: str
+    singleton: Singleton
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., triggers: _Optional[_Iterable[_Union[Trigger, _Mapping]]] = ..., retries: _Optional[int] = ..., timeouts: _Optional[_Union[Timeouts, _Mapping]] = ..., cancel_on: _Optional[_Iterable[_Union[CancelOn, _Mapping]]] = ..., concurrency: _Optional[_Iterable[_Union[ConcurrencyLimit, _Mapping]]] = ..., throttle: _Optional[_Union[Throttle, _Mapping]] = ..., rate_limit: _Optional[_Union[RateLimit, _Mapping]] = ..., debounce: _Optional[_Union[Debounce, _Mapping]] = ..., batch_events: _Optional[_Union[BatchEvents, _Mapping]] = ..., priority_run: _Optional[str] = ..., idempotency: _Optional[str] = ..., singleton: _Optional[_Union[Singleton, _Mapping]] = ...) -> None: ...
+
+class ConcurrencyLimit(_message.Message):
+    __slots__ = ("limit", "key", "scope")
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    key: str
+    scope: ConcurrencyScope
+    def __init__(self, limit: _Optional[int] = ..., key: _Optional[str] = ..., scope: _Optional[_Union[ConcurrencyScope, str]] = ...) -> None: ...
+
+class Throttle(_message.Message):
+    __slots__ = ("limit", "period_ms", "burst", "key")
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_MS_FIELD_NUMBER: _ClassVar[int]
+    BURST_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    period_ms: int
+    burst: int
+    key: str
+    def __init__(self, limit: _Optional[int] = ..., period_ms: _Optional[int] = ..., burst: _Optional[int] = ..., key: _Optional[str] = ...) -> None: ...
+
+class RateLimit(_message.Message):
+    __slots__ = ("limit", "period_ms", "key")
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_MS_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    period_ms: int
+    key: str
+    def __init__(self, limit: _Optional[int] = ..., period_ms: _Optional[int] = ..., key: _Optional[str] = ...) -> None: ...
+
+class Debounce(_message.Message):
+    __slots__ = ("period_ms", "key", "timeout_ms")
+    PERIOD_MS_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    period_ms: int
+    key: str
+    timeout_ms: int
+    def __init__(self, period_ms: _Optional[int] = ..., key: _Optional[str] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class BatchEvents(_message.Message):
+    __slots__ = ("max_size", "timeout_ms", "key", "if_expression")
+    MAX_SIZE_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    IF_EXPRESSION_FIELD_NUMBER: _ClassVar[int]
+    max_size: int
+    timeout_ms: int
+    key: str
+    if_expression: str
+    def __init__(self, max_size: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., key: _Optional[str] = ..., if_expression: _Optional[str] = ...) -> None: ...
+
+class Singleton(_message.Message):
+    __slots__ = ("mode", "key")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    mode: SingletonMode
+    key: str
+    def __init__(self, mode: _Optional[_Union[SingletonMode, str]] = ..., key: _Optional[str] = ...) -> None: ...
 
 class CancelOn(_message.Message):
     __slots__ = ("event", "if_expression", "timeout_ms")

@@ -26,7 +26,7 @@ from plait_proto.v1 import event_pb2 as plait_dot_v1_dot_event__pb2
 from plait_proto.v1 import function_pb2 as plait_dot_v1_dot_function__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14plait/v1/queue.proto\x12\x08plait.v1\x1a\x14plait/v1/event.proto\x1a\x17plait/v1/function.proto\"\xb8\x01\n\x0e\x43onnectRequest\x12&\n\x08register\x18\x01 \x01(\x0b\x32\x12.plait.v1.RegisterH\x00\x12\'\n\x07results\x18\x02 \x01(\x0b\x32\x14.plait.v1.JobResultsH\x00\x12(\n\theartbeat\x18\x03 \x01(\x0b\x32\x13.plait.v1.HeartbeatH\x00\x12 \n\x05\x64rain\x18\x04 \x01(\x0b\x32\x0f.plait.v1.DrainH\x00\x42\t\n\x07message\"\xae\x01\n\x0f\x43onnectResponse\x12*\n\nregistered\x18\x01 \x01(\x0b\x32\x14.plait.v1.RegisteredH\x00\x12\x1e\n\x04jobs\x18\x02 \x01(\x0b\x32\x0e.plait.v1.JobsH\x00\x12\"\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x10.plait.v1.CancelH\x00\x12 \n\x05\x64rain\x18\x04 \x01(\x0b\x32\x0f.plait.v1.DrainH\x00\x42\t\n\x07message\"\xd9\x01\n\x08Register\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12/\n\tfunctions\x18\x02 \x03(\x0b\x32\x1c.plait.v1.FunctionDefinition\x12\x10\n\x08language\x18\x03 \x01(\t\x12\x10\n\x08sdk_name\x18\x04 \x01(\t\x12\x13\n\x0bsdk_version\x18\x05 \x01(\t\x12\x1b\n\x13max_concurrent_jobs\x18\x06 \x01(\x05\x12\x13\n\x0binstance_id\x18\x07 \x01(\t\x12!\n\x19max_receive_message_bytes\x18\x08 \x01(\x03\"j\n\nRegistered\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\x10\n\x08lease_ms\x18\x02 \x01(\x03\x12\x1d\n\x15heartbeat_interval_ms\x18\x03 \x01(\x03\x12\x14\n\x0c\x66unction_ids\x18\x04 \x03(\t\"#\n\x04Jobs\x12\x1b\n\x04jobs\x18\x01 \x03(\x0b\x32\r.plait.v1.Job\"\xf1\x02\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x13\n\x0b\x66unction_id\x18\x04 \x01(\t\x12\x15\n\rfunction_slug\x18\x05 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\x07 \x01(\x05\x12\x1e\n\x05\x65vent\x18\x08 \x01(\x0b\x32\x0f.plait.v1.Event\x12\'\n\x05steps\x18\t \x03(\x0b\x32\x18.plait.v1.Job.StepsEntry\x12\x1b\n\x13lease_expires_at_ms\x18\n \x01(\x03\x12\x13\n\x0btraceparent\x18\x0b \x01(\t\x12\x12\n\ntracestate\x18\x0c \x01(\t\x12\x13\n\x0btarget_step\x18\r \x01(\t\x12\x13\n\x0b\x66\x65tch_steps\x18\x0e \x03(\t\x1a,\n\nStepsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"2\n\nJobResults\x12$\n\x07results\x18\x01 \x03(\x0b\x32\x13.plait.v1.JobResult\"P\n\tJobResult\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12!\n\x07opcodes\x18\x03 \x03(\x0b\x32\x10.plait.v1.Opcode\"\xa8\x03\n\x06Opcode\x12\x31\n\x0estep_completed\x18\x01 \x01(\x0b\x32\x17.plait.v1.StepCompletedH\x00\x12+\n\x0bstep_failed\x18\x02 \x01(\x0b\x32\x14.plait.v1.StepFailedH\x00\x12 \n\x05sleep\x18\x03 \x01(\x0b\x32\x0f.plait.v1.SleepH\x00\x12/\n\rrun_completed\x18\x04 \x01(\x0b\x32\x16.plait.v1.RunCompletedH\x00\x12)\n\nrun_failed\x18\x05 \x01(\x0b\x32\x13.plait.v1.RunFailedH\x00\x12\x30\n\x0ewait_for_event\x18\x06 \x01(\x0b\x32\x16.plait.v1.WaitForEventH\x00\x12/\n\rsteps_planned\x18\x07 \x01(\x0b\x32\x16.plait.v1.StepsPlannedH\x00\x12*\n\x06invoke\x18\x08 \x01(\x0b\x32\x18.plait.v1.InvokeFunctionH\x00\x12+\n\x0bsend_events\x18\t \x01(\x0b\x32\x14.plait.v1.SendEventsH\x00\x42\x04\n\x02op\" \n\x0cStepsPlanned\x12\x10\n\x08step_ids\x18\x01 \x03(\t\"q\n\x0eInvokeFunction\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x66unction_id\x18\x03 \x01(\t\x12\x11\n\tdata_json\x18\x04 \x01(\x0c\x12\x18\n\x10timeout_until_ms\x18\x05 \x01(\x03\"Q\n\nSendEvents\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12$\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x14.plait.v1.EventInput\"C\n\rStepCompleted\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0boutput_json\x18\x03 \x01(\x0c\"~\n\nStepFailed\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\"\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x13.plait.v1.ErrorInfo\x12\x15\n\rnon_retriable\x18\x04 \x01(\x08\x12\x16\n\x0eretry_after_ms\x18\x05 \x01(\x03\"8\n\x05Sleep\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08until_ms\x18\x03 \x01(\x03\"m\n\x0cWaitForEvent\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05\x65vent\x18\x03 \x01(\t\x12\x15\n\rif_expression\x18\x04 \x01(\t\x12\x18\n\x10timeout_until_ms\x18\x05 \x01(\x03\"#\n\x0cRunCompleted\x12\x13\n\x0boutput_json\x18\x01 \x01(\x0c\"^\n\tRunFailed\x12\"\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x13.plait.v1.ErrorInfo\x12\x15\n\rnon_retriable\x18\x02 \x01(\x08\x12\x16\n\x0eretry_after_ms\x18\x03 \x01(\x03\"\x0b\n\tHeartbeat\"\x07\n\x05\x44rain\"\x19\n\x06\x43\x61ncel\x12\x0f\n\x07job_ids\x18\x01 \x03(\t2R\n\x0cQueueService\x12\x42\n\x07\x43onnect\x12\x18.plait.v1.ConnectRequest\x1a\x19.plait.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14plait/v1/queue.proto\x12\x08plait.v1\x1a\x14plait/v1/event.proto\x1a\x17plait/v1/function.proto\"\xb8\x01\n\x0e\x43onnectRequest\x12&\n\x08register\x18\x01 \x01(\x0b\x32\x12.plait.v1.RegisterH\x00\x12\'\n\x07results\x18\x02 \x01(\x0b\x32\x14.plait.v1.JobResultsH\x00\x12(\n\theartbeat\x18\x03 \x01(\x0b\x32\x13.plait.v1.HeartbeatH\x00\x12 \n\x05\x64rain\x18\x04 \x01(\x0b\x32\x0f.plait.v1.DrainH\x00\x42\t\n\x07message\"\xae\x01\n\x0f\x43onnectResponse\x12*\n\nregistered\x18\x01 \x01(\x0b\x32\x14.plait.v1.RegisteredH\x00\x12\x1e\n\x04jobs\x18\x02 \x01(\x0b\x32\x0e.plait.v1.JobsH\x00\x12\"\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x10.plait.v1.CancelH\x00\x12 \n\x05\x64rain\x18\x04 \x01(\x0b\x32\x0f.plait.v1.DrainH\x00\x42\t\n\x07message\"\xd9\x01\n\x08Register\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12/\n\tfunctions\x18\x02 \x03(\x0b\x32\x1c.plait.v1.FunctionDefinition\x12\x10\n\x08language\x18\x03 \x01(\t\x12\x10\n\x08sdk_name\x18\x04 \x01(\t\x12\x13\n\x0bsdk_version\x18\x05 \x01(\t\x12\x1b\n\x13max_concurrent_jobs\x18\x06 \x01(\x05\x12\x13\n\x0binstance_id\x18\x07 \x01(\t\x12!\n\x19max_receive_message_bytes\x18\x08 \x01(\x03\"j\n\nRegistered\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\x10\n\x08lease_ms\x18\x02 \x01(\x03\x12\x1d\n\x15heartbeat_interval_ms\x18\x03 \x01(\x03\x12\x14\n\x0c\x66unction_ids\x18\x04 \x03(\t\"#\n\x04Jobs\x12\x1b\n\x04jobs\x18\x01 \x03(\x0b\x32\r.plait.v1.Job\"\x92\x03\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x13\n\x0b\x66unction_id\x18\x04 \x01(\t\x12\x15\n\rfunction_slug\x18\x05 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\x07 \x01(\x05\x12\x1e\n\x05\x65vent\x18\x08 \x01(\x0b\x32\x0f.plait.v1.Event\x12\'\n\x05steps\x18\t \x03(\x0b\x32\x18.plait.v1.Job.StepsEntry\x12\x1b\n\x13lease_expires_at_ms\x18\n \x01(\x03\x12\x13\n\x0btraceparent\x18\x0b \x01(\t\x12\x12\n\ntracestate\x18\x0c \x01(\t\x12\x13\n\x0btarget_step\x18\r \x01(\t\x12\x13\n\x0b\x66\x65tch_steps\x18\x0e \x03(\t\x12\x1f\n\x06\x65vents\x18\x0f \x03(\x0b\x32\x0f.plait.v1.Event\x1a,\n\nStepsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"2\n\nJobResults\x12$\n\x07results\x18\x01 \x03(\x0b\x32\x13.plait.v1.JobResult\"P\n\tJobResult\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12!\n\x07opcodes\x18\x03 \x03(\x0b\x32\x10.plait.v1.Opcode\"\xa8\x03\n\x06Opcode\x12\x31\n\x0estep_completed\x18\x01 \x01(\x0b\x32\x17.plait.v1.StepCompletedH\x00\x12+\n\x0bstep_failed\x18\x02 \x01(\x0b\x32\x14.plait.v1.StepFailedH\x00\x12 \n\x05sleep\x18\x03 \x01(\x0b\x32\x0f.plait.v1.SleepH\x00\x12/\n\rrun_completed\x18\x04 \x01(\x0b\x32\x16.plait.v1.RunCompletedH\x00\x12)\n\nrun_failed\x18\x05 \x01(\x0b\x32\x13.plait.v1.RunFailedH\x00\x12\x30\n\x0ewait_for_event\x18\x06 \x01(\x0b\x32\x16.plait.v1.WaitForEventH\x00\x12/\n\rsteps_planned\x18\x07 \x01(\x0b\x32\x16.plait.v1.StepsPlannedH\x00\x12*\n\x06invoke\x18\x08 \x01(\x0b\x32\x18.plait.v1.InvokeFunctionH\x00\x12+\n\x0bsend_events\x18\t \x01(\x0b\x32\x14.plait.v1.SendEventsH\x00\x42\x04\n\x02op\" \n\x0cStepsPlanned\x12\x10\n\x08step_ids\x18\x01 \x03(\t\"q\n\x0eInvokeFunction\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x66unction_id\x18\x03 \x01(\t\x12\x11\n\tdata_json\x18\x04 \x01(\x0c\x12\x18\n\x10timeout_until_ms\x18\x05 \x01(\x03\"Q\n\nSendEvents\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12$\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x14.plait.v1.EventInput\"C\n\rStepCompleted\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0boutput_json\x18\x03 \x01(\x0c\"~\n\nStepFailed\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\"\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x13.plait.v1.ErrorInfo\x12\x15\n\rnon_retriable\x18\x04 \x01(\x08\x12\x16\n\x0eretry_after_ms\x18\x05 \x01(\x03\"8\n\x05Sleep\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08until_ms\x18\x03 \x01(\x03\"m\n\x0cWaitForEvent\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05\x65vent\x18\x03 \x01(\t\x12\x15\n\rif_expression\x18\x04 \x01(\t\x12\x18\n\x10timeout_until_ms\x18\x05 \x01(\x03\"#\n\x0cRunCompleted\x12\x13\n\x0boutput_json\x18\x01 \x01(\x0c\"^\n\tRunFailed\x12\"\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x13.plait.v1.ErrorInfo\x12\x15\n\rnon_retriable\x18\x02 \x01(\x08\x12\x16\n\x0eretry_after_ms\x18\x03 \x01(\x03\"\x0b\n\tHeartbeat\"\x07\n\x05\x44rain\"\x19\n\x06\x43\x61ncel\x12\x0f\n\x07job_ids\x18\x01 \x03(\t2R\n\x0cQueueService\x12\x42\n\x07\x43onnect\x12\x18.plait.v1.ConnectRequest\x1a\x19.plait.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,39 +46,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOBS']._serialized_start=773
   _globals['_JOBS']._serialized_end=808
   _globals['_JOB']._serialized_start=811
-  _globals['_JOB']._serialized_end=1180
-  _globals['_JOB_STEPSENTRY']._serialized_start=1136
-  _globals['_JOB_STEPSENTRY']._serialized_end=1180
-  _globals['_JOBRESULTS']._serialized_start=1182
-  _globals['_JOBRESULTS']._serialized_end=1232
-  _globals['_JOBRESULT']._serialized_start=1234
-  _globals['_JOBRESULT']._serialized_end=1314
-  _globals['_OPCODE']._serialized_start=1317
-  _globals['_OPCODE']._serialized_end=1741
-  _globals['_STEPSPLANNED']._serialized_start=1743
-  _globals['_STEPSPLANNED']._serialized_end=1775
-  _globals['_INVOKEFUNCTION']._serialized_start=1777
-  _globals['_INVOKEFUNCTION']._serialized_end=1890
-  _globals['_SENDEVENTS']._serialized_start=1892
-  _globals['_SENDEVENTS']._serialized_end=1973
-  _globals['_STEPCOMPLETED']._serialized_start=1975
-  _globals['_STEPCOMPLETED']._serialized_end=2042
-  _globals['_STEPFAILED']._serialized_start=2044
-  _globals['_STEPFAILED']._serialized_end=2170
-  _globals['_SLEEP']._serialized_start=2172
-  _globals['_SLEEP']._serialized_end=2228
-  _globals['_WAITFOREVENT']._serialized_start=2230
-  _globals['_WAITFOREVENT']._serialized_end=2339
-  _globals['_RUNCOMPLETED']._serialized_start=2341
-  _globals['_RUNCOMPLETED']._serialized_end=2376
-  _globals['_RUNFAILED']._serialized_start=2378
-  _globals['_RUNFAILED']._serialized_end=2472
-  _globals['_HEARTBEAT']._serialized_start=2474
-  _globals['_HEARTBEAT']._serialized_end=2485
-  _globals['_DRAIN']._serialized_start=2487
-  _globals['_DRAIN']._serialized_end=2494
-  _globals['_CANCEL']._serialized_start=2496
-  _globals['_CANCEL']._serialized_end=2521
-  _globals['_QUEUESERVICE']._serialized_start=2523
-  _globals['_QUEUESERVICE']._serialized_end=2605
+  _globals['_JOB']._serialized_end=1213
+  _globals['_JOB_STEPSENTRY']._serialized_start=1169
+  _globals['_JOB_STEPSENTRY']._serialized_end=1213
+  _globals['_JOBRESULTS']._serialized_start=1215
+  _globals['_JOBRESULTS']._serialized_end=1265
+  _globals['_JOBRESULT']._serialized_start=1267
+  _globals['_JOBRESULT']._serialized_end=1347
+  _globals['_OPCODE']._serialized_start=1350
+  _globals['_OPCODE']._serialized_end=1774
+  _globals['_STEPSPLANNED']._serialized_start=1776
+  _globals['_STEPSPLANNED']._serialized_end=1808
+  _globals['_INVOKEFUNCTION']._serialized_start=1810
+  _globals['_INVOKEFUNCTION']._serialized_end=1923
+  _globals['_SENDEVENTS']._serialized_start=1925
+  _globals['_SENDEVENTS']._serialized_end=2006
+  _globals['_STEPCOMPLETED']._serialized_start=2008
+  _globals['_STEPCOMPLETED']._serialized_end=2075
+  _globals['_STEPFAILED']._serialized_start=2077
+  _globals['_STEPFAILED']._serialized_end=2203
+  _globals['_SLEEP']._serialized_start=2205
+  _globals['_SLEEP']._serialized_end=2261
+  _globals['_WAITFOREVENT']._serialized_start=2263
+  _globals['_WAITFOREVENT']._serialized_end=2372
+  _globals['_RUNCOMPLETED']._serialized_start=2374
+  _globals['_RUNCOMPLETED']._serialized_end=2409
+  _globals['_RUNFAILED']._serialized_start=2411
+  _globals['_RUNFAILED']._serialized_end=2505
+  _globals['_HEARTBEAT']._serialized_start=2507
+  _globals['_HEARTBEAT']._serialized_end=2518
+  _globals['_DRAIN']._serialized_start=2520
+  _globals['_DRAIN']._serialized_end=2527
+  _globals['_CANCEL']._serialized_start=2529
+  _globals['_CANCEL']._serialized_end=2554
+  _globals['_QUEUESERVICE']._serialized_start=2556
+  _globals['_QUEUESERVICE']._serialized_end=2638
 # @@protoc_insertion_point(module_scope)

@@ -71,7 +71,7 @@ class Jobs(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "lease_id", "run_id", "function_id", "function_slug", "attempt", "max_attempts", "event", "steps", "lease_expires_at_ms", "traceparent", "tracestate", "target_step", "fetch_steps")
+    __slots__ = ("job_id", "lease_id", "run_id", "function_id", "function_slug", "attempt", "max_attempts", "event", "steps", "lease_expires_at_ms", "traceparent", "tracestate", "target_step", "fetch_steps", "events")
     class StepsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,7 @@ class Job(_message.Message):
     TRACESTATE_FIELD_NUMBER: _ClassVar[int]
     TARGET_STEP_FIELD_NUMBER: _ClassVar[int]
     FETCH_STEPS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     lease_id: str
     run_id: str
@@ -107,7 +108,8 @@ class Job(_message.Message):
     tracestate: str
     target_step: str
     fetch_steps: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., run_id: _Optional[str] = ..., function_id: _Optional[str] = ..., function_slug: _Optional[str] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ..., steps: _Optional[_Mapping[str, bytes]] = ..., lease_expires_at_ms: _Optional[int] = ..., traceparent: _Optional[str] = ..., tracestate: _Optional[str] = ..., target_step: _Optional[str] = ..., fetch_steps: _Optional[_Iterable[str]] = ...) -> None: ...
+    events: _containers.RepeatedCompositeFieldContainer[_event_pb2.Event]
+    def __init__(self, job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., run_id: _Optional[str] = ..., function_id: _Optional[str] = ..., function_slug: _Optional[str] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ..., steps: _Optional[_Mapping[str, bytes]] = ..., lease_expires_at_ms: _Optional[int] = ..., traceparent: _Optional[str] = ..., tracestate: _Optional[str] = ..., target_step: _Optional[str] = ..., fetch_steps: _Optional[_Iterable[str]] = ..., events: _Optional[_Iterable[_Union[_event_pb2.Event, _Mapping]]] = ...) -> None: ...
 
 class JobResults(_message.Message):
     __slots__ = ("results",)

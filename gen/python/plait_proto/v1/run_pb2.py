@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from plait_proto.v1 import function_pb2 as plait_dot_v1_dot_function__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12plait/v1/run.proto\x12\x08plait.v1\x1a\x17plait/v1/function.proto\"\x8f\x02\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x66unction_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x03 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x04 \x01(\t\x12#\n\x06status\x18\x05 \x01(\x0e\x32\x13.plait.v1.RunStatus\x12\x15\n\rcreated_at_ms\x18\x06 \x01(\x03\x12\x15\n\rstarted_at_ms\x18\x07 \x01(\x03\x12\x13\n\x0b\x65nded_at_ms\x18\x08 \x01(\x03\x12\x13\n\x0boutput_json\x18\t \x01(\x0c\x12\"\n\x05\x65rror\x18\n \x01(\x0b\x32\x13.plait.v1.ErrorInfo\x12$\n\x05steps\x18\x0b \x03(\x0b\x32\x15.plait.v1.StepAttempt\"\x87\x02\n\x04Span\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\x0f\n\x07span_id\x18\x02 \x01(\t\x12\x16\n\x0eparent_span_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0c\n\x04kind\x18\x05 \x01(\t\x12\x10\n\x08start_ms\x18\x06 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x07 \x01(\x03\x12\x0f\n\x07outcome\x18\x08 \x01(\t\x12\x0e\n\x06status\x18\t \x01(\t\x12\x32\n\nattributes\x18\n \x03(\x0b\x32\x1e.plait.v1.Span.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb1\x01\n\x0bStepAttempt\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12$\n\x06status\x18\x04 \x01(\x0e\x32\x14.plait.v1.StepStatus\x12\x13\n\x0boutput_json\x18\x05 \x01(\x0c\x12\"\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x13.plait.v1.ErrorInfo\x12\x13\n\x0b\x65nded_at_ms\x18\x07 \x01(\x03*\xa1\x01\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATUS_QUEUED\x10\x01\x12\x16\n\x12RUN_STATUS_RUNNING\x10\x02\x12\x18\n\x14RUN_STATUS_COMPLETED\x10\x03\x12\x15\n\x11RUN_STATUS_FAILED\x10\x04\x12\x18\n\x14RUN_STATUS_CANCELLED\x10\x05*v\n\nStepStatus\x12\x1b\n\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15STEP_STATUS_COMPLETED\x10\x01\x12\x16\n\x12STEP_STATUS_FAILED\x10\x02\x12\x18\n\x14STEP_STATUS_SLEEPING\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12plait/v1/run.proto\x12\x08plait.v1\x1a\x17plait/v1/function.proto\"\xa7\x02\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x66unction_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x03 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x04 \x01(\t\x12#\n\x06status\x18\x05 \x01(\x0e\x32\x13.plait.v1.RunStatus\x12\x15\n\rcreated_at_ms\x18\x06 \x01(\x03\x12\x15\n\rstarted_at_ms\x18\x07 \x01(\x03\x12\x13\n\x0b\x65nded_at_ms\x18\x08 \x01(\x03\x12\x13\n\x0boutput_json\x18\t \x01(\x0c\x12\"\n\x05\x65rror\x18\n \x01(\x0b\x32\x13.plait.v1.ErrorInfo\x12$\n\x05steps\x18\x0b \x03(\x0b\x32\x15.plait.v1.StepAttempt\x12\x16\n\x0ewaiting_reason\x18\x0c \x01(\t\"\x87\x02\n\x04Span\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\x0f\n\x07span_id\x18\x02 \x01(\t\x12\x16\n\x0eparent_span_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0c\n\x04kind\x18\x05 \x01(\t\x12\x10\n\x08start_ms\x18\x06 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x07 \x01(\x03\x12\x0f\n\x07outcome\x18\x08 \x01(\t\x12\x0e\n\x06status\x18\t \x01(\t\x12\x32\n\nattributes\x18\n \x03(\x0b\x32\x1e.plait.v1.Span.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb1\x01\n\x0bStepAttempt\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12$\n\x06status\x18\x04 \x01(\x0e\x32\x14.plait.v1.StepStatus\x12\x13\n\x0boutput_json\x18\x05 \x01(\x0c\x12\"\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x13.plait.v1.ErrorInfo\x12\x13\n\x0b\x65nded_at_ms\x18\x07 \x01(\x03*\xb9\x01\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATUS_QUEUED\x10\x01\x12\x16\n\x12RUN_STATUS_RUNNING\x10\x02\x12\x18\n\x14RUN_STATUS_COMPLETED\x10\x03\x12\x15\n\x11RUN_STATUS_FAILED\x10\x04\x12\x18\n\x14RUN_STATUS_CANCELLED\x10\x05\x12\x16\n\x12RUN_STATUS_SKIPPED\x10\x06*v\n\nStepStatus\x12\x1b\n\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15STEP_STATUS_COMPLETED\x10\x01\x12\x16\n\x12STEP_STATUS_FAILED\x10\x02\x12\x18\n\x14STEP_STATUS_SLEEPING\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,16 +34,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SPAN_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_SPAN_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_RUNSTATUS']._serialized_start=778
-  _globals['_RUNSTATUS']._serialized_end=939
-  _globals['_STEPSTATUS']._serialized_start=941
-  _globals['_STEPSTATUS']._serialized_end=1059
+  _globals['_RUNSTATUS']._serialized_start=802
+  _globals['_RUNSTATUS']._serialized_end=987
+  _globals['_STEPSTATUS']._serialized_start=989
+  _globals['_STEPSTATUS']._serialized_end=1107
   _globals['_RUN']._serialized_start=58
-  _globals['_RUN']._serialized_end=329
-  _globals['_SPAN']._serialized_start=332
-  _globals['_SPAN']._serialized_end=595
-  _globals['_SPAN_ATTRIBUTESENTRY']._serialized_start=546
-  _globals['_SPAN_ATTRIBUTESENTRY']._serialized_end=595
-  _globals['_STEPATTEMPT']._serialized_start=598
-  _globals['_STEPATTEMPT']._serialized_end=775
+  _globals['_RUN']._serialized_end=353
+  _globals['_SPAN']._serialized_start=356
+  _globals['_SPAN']._serialized_end=619
+  _globals['_SPAN_ATTRIBUTESENTRY']._serialized_start=570
+  _globals['_SPAN_ATTRIBUTESENTRY']._serialized_end=619
+  _globals['_STEPATTEMPT']._serialized_start=622
+  _globals['_STEPATTEMPT']._serialized_end=799
 # @@protoc_insertion_point(module_scope)

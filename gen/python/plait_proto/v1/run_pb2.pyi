@@ -16,6 +16,7 @@ class RunStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUN_STATUS_COMPLETED: _ClassVar[RunStatus]
     RUN_STATUS_FAILED: _ClassVar[RunStatus]
     RUN_STATUS_CANCELLED: _ClassVar[RunStatus]
+    RUN_STATUS_SKIPPED: _ClassVar[RunStatus]
 
 class StepStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -29,13 +30,14 @@ RUN_STATUS_RUNNING: RunStatus
 RUN_STATUS_COMPLETED: RunStatus
 RUN_STATUS_FAILED: RunStatus
 RUN_STATUS_CANCELLED: RunStatus
+RUN_STATUS_SKIPPED: RunStatus
 STEP_STATUS_UNSPECIFIED: StepStatus
 STEP_STATUS_COMPLETED: StepStatus
 STEP_STATUS_FAILED: StepStatus
 STEP_STATUS_SLEEPING: StepStatus
 
 class Run(_message.Message):
-    __slots__ = ("id", "function_id", "app_id", "event_id", "status", "created_at_ms", "started_at_ms", "ended_at_ms", "output_json", "error", "steps")
+    __slots__ = ("id", "function_id", "app_id", "event_id", "status", "created_at_ms", "started_at_ms", "ended_at_ms", "output_json", "error", "steps", "waiting_reason")
     ID_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
     APP_ID_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +49,7 @@ class Run(_message.Message):
     OUTPUT_JSON_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
+    WAITING_REASON_FIELD_NUMBER: _ClassVar[int]
     id: str
     function_id: str
     app_id: str
@@ -58,7 +61,8 @@ class Run(_message.Message):
     output_json: bytes
     error: _function_pb2.ErrorInfo
     steps: _containers.RepeatedCompositeFieldContainer[StepAttempt]
-    def __init__(self, id: _Optional[str] = ..., function_id: _Optional[str] = ..., app_id: _Optional[str] = ..., event_id: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., created_at_ms: _Optional[int] = ..., started_at_ms: _Optional[int] = ..., ended_at_ms: _Optional[int] = ..., output_json: _Optional[bytes] = ..., error: _Optional[_Union[_function_pb2.ErrorInfo, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[StepAttempt, _Mapping]]] = ...) -> None: ...
+    waiting_reason: str
+    def __init__(self, id: _Optional[str] = ..., function_id: _Optional[str] = ..., app_id: _Optional[str] = ..., event_id: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., created_at_ms: _Optional[int] = ..., started_at_ms: _Optional[int] = ..., ended_at_ms: _Optional[int] = ..., output_json: _Optional[bytes] = ..., error: _Optional[_Union[_function_pb2.ErrorInfo, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[StepAttempt, _Mapping]]] = ..., waiting_reason: _Optional[str] = ...) -> None: ...
 
 class Span(_message.Message):
     __slots__ = ("trace_id", "span_id", "parent_span_id", "name", "kind", "start_ms", "end_ms", "outcome", "status", "attributes")
