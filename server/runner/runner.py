@@ -45,6 +45,9 @@ CLAIM_IDLE_MS = 5_000
 # Each stream read and acknowledgement has a deadline: a connection whose peer stopped
 # answering (half-open, no RST) must end in an error the role is restarted from, not hang it.
 REDIS_CALL_S = 10.0
+# And a batch as a whole (up to 1,000 events): cut short, it is read again (run creation and
+# resumed waits are idempotent).
+BATCH_TIMEOUT_S = 60.0
 EVENT_UNPROCESSABLE = "event.unprocessable"
 
 
@@ -118,7 +121,8 @@ class Runner:
                 count=500)
         claimed = reply[1]
         if claimed:
-            await self.process(claimed)
+            async with asyncio.timeout(BATCH_TIMEOUT_S):
+                await self.process(claimed)
 
     async def _drain(self, start: str, block_ms: int | None = None) -> None:
         while True:
@@ -130,7 +134,8 @@ class Runner:
             entries = reply[0][1] if reply else []
             if not entries:
                 return
-            await self.process(entries)
+            async with asyncio.timeout(BATCH_TIMEOUT_S):
+                await self.process(entries)
             if start == ">":
                 return
 
