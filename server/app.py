@@ -25,6 +25,7 @@ from server.api.management import ManagementServicer
 from server.api.run_control import RunControl
 from server.api.state_service import StateServicer
 from server.api.tls import grpc_server_credentials, uvicorn_tls
+from server.api.waiting import WaitingReasons
 from server.config import Mode, Settings, refuse_if_insecure
 from server.dev.redis import EmbeddedRedis
 from server.drivers.grpc.stream import GrpcDriver
@@ -103,7 +104,7 @@ class PlaitServer:
         queue = Queue(self._redis, keys, s.lease_ms, s.finished_run_ttl_s)
         state = StateStore(self._redis, keys, s)
         index = FunctionIndex()
-        registry = Registry(self._engine, self._redis, keys, index)
+        registry = Registry(self._engine, self._redis, keys, index, s.max_event_bytes)
         await registry.reload()
         # Spans go to OTLP when the otel_* settings ask for it; metrics are always kept.
         telemetry = self._telemetry = Telemetry(s)
@@ -142,7 +143,8 @@ class PlaitServer:
             event_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(ingest), self._grpc)
             state_pb2_grpc.add_StateServiceServicer_to_server(StateServicer(state), self._grpc)
             management_pb2_grpc.add_ManagementServiceServicer_to_server(
-                ManagementServicer(self._engine, executor.cancel_run, control), self._grpc)
+                ManagementServicer(self._engine, executor.cancel_run, control,
+                                   WaitingReasons(self._redis, keys)), self._grpc)
         if "executor" in wanted:
             queue_pb2_grpc.add_QueueServiceServicer_to_server(driver, self._grpc)
         grpc_port = 0
@@ -167,7 +169,7 @@ class PlaitServer:
             http_port = self._http_socket.getsockname()[1]
             syncer = AppSync(s, own_port=http_port)
             gateway = InngestGateway(s, self._engine, registry, state, executor.cancel_run, syncer,
-                                     control)
+                                     control, WaitingReasons(self._redis, keys))
             self._http = http_server(build_app(ingest, s, gateway.routes(), telemetry,
                                                health=health), uvicorn_tls(s))
             http, http_socket = self._http, self._http_socket

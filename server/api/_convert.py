@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Set
+from typing import Any
 
 from plait_proto.v1 import event_pb2, function_pb2, management_pb2, run_pb2
 
@@ -15,7 +16,17 @@ from server.history.store import (
     StepAttemptRecord,
 )
 from server.telemetry.spans import SpanRow
-from server.types import CronTrigger, ErrorInfo, FunctionConfig, RunStatus, StepStatus, Trigger
+from server.types import (
+    ConcurrencyScope,
+    CronTrigger,
+    ErrorInfo,
+    FlowControl,
+    FunctionConfig,
+    RunStatus,
+    SingletonMode,
+    StepStatus,
+    Trigger,
+)
 
 _RUN_STATUS: dict[RunStatus, run_pb2.RunStatus] = {
     RunStatus.QUEUED: run_pb2.RUN_STATUS_QUEUED,
@@ -23,6 +34,7 @@ _RUN_STATUS: dict[RunStatus, run_pb2.RunStatus] = {
     RunStatus.COMPLETED: run_pb2.RUN_STATUS_COMPLETED,
     RunStatus.FAILED: run_pb2.RUN_STATUS_FAILED,
     RunStatus.CANCELLED: run_pb2.RUN_STATUS_CANCELLED,
+    RunStatus.SKIPPED: run_pb2.RUN_STATUS_SKIPPED,
 }
 _RUN_STATUS_FROM_PB: dict[int, RunStatus] = {int(pb): s for s, pb in _RUN_STATUS.items()}
 
@@ -80,7 +92,46 @@ def definition_to_pb(config: FunctionConfig) -> function_pb2.FunctionDefinition:
                                        finish_ms=config.finish_timeout_ms),
         cancel_on=[function_pb2.CancelOn(event=c.event, if_expression=c.if_expression,
                                          timeout_ms=c.timeout_ms) for c in config.cancel_on],
+        **_flow_to_pb(config.flow),
     )
+
+
+_SCOPES = {
+    ConcurrencyScope.FN: function_pb2.CONCURRENCY_SCOPE_FN,
+    ConcurrencyScope.ENV: function_pb2.CONCURRENCY_SCOPE_ENV,
+    ConcurrencyScope.ACCOUNT: function_pb2.CONCURRENCY_SCOPE_ACCOUNT,
+}
+_MODES = {
+    SingletonMode.SKIP: function_pb2.SINGLETON_MODE_SKIP,
+    SingletonMode.CANCEL: function_pb2.SINGLETON_MODE_CANCEL,
+}
+
+
+def _flow_to_pb(flow: FlowControl) -> dict[str, Any]:
+    """FunctionDefinition's flow control fields, as keyword arguments (unset when off)."""
+    out: dict[str, Any] = {
+        "concurrency": [function_pb2.ConcurrencyLimit(limit=c.limit, key=c.key,
+                                                      scope=_SCOPES[c.scope])
+                        for c in flow.concurrency],
+        "priority_run": flow.priority_run,
+        "idempotency": flow.idempotency,
+    }
+    if (t := flow.throttle) is not None:
+        out["throttle"] = function_pb2.Throttle(limit=t.limit, period_ms=t.period_ms,
+                                                burst=t.burst, key=t.key)
+    if (r := flow.rate_limit) is not None:
+        out["rate_limit"] = function_pb2.RateLimit(limit=r.limit, period_ms=r.period_ms,
+                                                   key=r.key)
+    if (d := flow.debounce) is not None:
+        out["debounce"] = function_pb2.Debounce(period_ms=d.period_ms, key=d.key,
+                                                timeout_ms=d.timeout_ms)
+    if (b := flow.batch) is not None:
+        out["batch_events"] = function_pb2.BatchEvents(
+            max_size=b.max_size, timeout_ms=b.timeout_ms, key=b.key,
+            if_expression=b.if_expression)
+    if (s := flow.singleton) is not None:
+        out["singleton"] = function_pb2.Singleton(mode=_MODES[s.mode], key=s.key)
+    return out
 
 
 def function_to_pb(function: FunctionRecord, paused: Set[str]) -> function_pb2.Function:
@@ -117,8 +168,9 @@ def step_to_pb(step: StepAttemptRecord) -> run_pb2.StepAttempt:
     return msg
 
 
-def run_to_pb(run: RunRecord) -> run_pb2.Run:
-    """The run with whatever steps the record carries (GetRun has them, lists do not)."""
+def run_to_pb(run: RunRecord, waiting_reason: str = "") -> run_pb2.Run:
+    """The run with whatever steps the record carries (GetRun has them, lists do not), and
+    what holds it when it is queued behind flow control."""
     msg = run_pb2.Run(
         id=run.id,
         function_id=run.function_id,
@@ -130,6 +182,7 @@ def run_to_pb(run: RunRecord) -> run_pb2.Run:
         ended_at_ms=run.ended_at_ms or 0,
         output_json=run.output_json or b"",
         steps=[step_to_pb(s) for s in run.steps],
+        waiting_reason=waiting_reason,
     )
     if run.error is not None:
         msg.error.CopyFrom(error_to_pb(run.error))

@@ -16,7 +16,7 @@ from typing import Any, NoReturn, Protocol, TypeVar
 import grpc
 import structlog
 from plait_proto.v1 import management_pb2 as pb
-from plait_proto.v1 import management_pb2_grpc
+from plait_proto.v1 import management_pb2_grpc, run_pb2
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.api import _convert
 from server.api.run_control import RunControl
+from server.api.waiting import WaitingReasons
 from server.errors import FailedPrecondition, InvalidArgument, PlaitError, Unavailable, grpc_status
 from server.history import store
 from server.history.spans import list_spans
@@ -130,11 +131,19 @@ def _page(rows: Sequence[_R], size: int) -> tuple[Sequence[_R], str]:
 
 class ManagementServicer(management_pb2_grpc.ManagementServiceServicer):
     def __init__(
-        self, engine: AsyncEngine, cancel_run: CancelRun, control: RunControl | None = None
+        self, engine: AsyncEngine, cancel_run: CancelRun, control: RunControl | None = None,
+        waiting: WaitingReasons | None = None,
     ) -> None:
         self._engine = engine
         self._cancel_run = cancel_run
         self._control = control
+        self._waiting = waiting
+
+    async def _runs_to_pb(self, runs: Sequence[store.RunRecord]) -> list[run_pb2.Run]:
+        """Runs as messages, each queued one with what holds it (flow control)."""
+        reasons = (await self._waiting.of(runs) if self._waiting is not None
+                   else [""] * len(runs))
+        return [_convert.run_to_pb(r, why) for r, why in zip(runs, reasons, strict=True)]
 
     def _controls(self) -> RunControl:
         if self._control is None:
@@ -191,7 +200,7 @@ class ManagementServicer(management_pb2_grpc.ManagementServiceServicer):
         event = await store.get_event(self._engine, event_id)
         runs = await store.runs_for_event(self._engine, event_id)
         return pb.GetEventResponse(
-            event=_convert.event_to_pb(event), runs=[_convert.run_to_pb(r) for r in runs]
+            event=_convert.event_to_pb(event), runs=await self._runs_to_pb(runs)
         )
 
     @_rpc
@@ -204,7 +213,7 @@ class ManagementServicer(management_pb2_grpc.ManagementServiceServicer):
         )
         page, token = _page(runs, size)
         return pb.ListRunsResponse(
-            runs=[_convert.run_to_pb(r) for r in page], next_page_token=token
+            runs=await self._runs_to_pb(page), next_page_token=token
         )
 
     @_rpc
@@ -213,7 +222,8 @@ class ManagementServicer(management_pb2_grpc.ManagementServiceServicer):
         run = await store.get_run(self._engine, run_id)
         spans = await list_spans(self._engine, run_id)
         original = await store.replay_original(self._engine, run_id)
-        return pb.GetRunResponse(run=_convert.run_to_pb(run),
+        (found,) = await self._runs_to_pb([run])
+        return pb.GetRunResponse(run=found,
                                  spans=[_convert.span_to_pb(s) for s in spans],
                                  original_run_id=original or "")
 

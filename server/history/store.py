@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.errors import AlreadyExists, InvalidArgument, NotFound
 from server.history.db import insert
+from server.history.flow_json import flow_from_dict, flow_to_dict
 from server.history.models import APPS, EVENTS, FUNCTIONS, REPLAYS, RUNS, STEP_ATTEMPTS
 from server.types import (
     AppId,
@@ -113,6 +114,8 @@ def _trigger_from_dict(raw: dict[str, Any]) -> Trigger:
 
 
 def function_config_to_json(config: FunctionConfig) -> str:
+    # `flow` only when configured: a function without flow control keeps its stored form.
+    flow = {"flow": flow_to_dict(config.flow)} if config.flow.configured else {}
     return json.dumps(
         {
             "id": config.id,
@@ -126,6 +129,7 @@ def function_config_to_json(config: FunctionConfig) -> str:
             "finish_timeout_ms": config.finish_timeout_ms,
             "cancel_on": [{"event": c.event, "if": c.if_expression, "timeout_ms": c.timeout_ms}
                           for c in config.cancel_on],
+            **flow,
         },
         separators=(",", ":"),
     )
@@ -146,6 +150,7 @@ def function_config_from_json(text: str) -> FunctionConfig:
         cancel_on=tuple(CancelOn(str(c["event"]), str(c.get("if") or ""),
                                  int(c.get("timeout_ms") or 0))
                         for c in raw.get("cancel_on", ())),
+        flow=flow_from_dict(raw.get("flow")),
     )
 
 

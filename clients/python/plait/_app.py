@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from plait._context import Context
+from plait._flow import Batch, Concurrency, Debounce, RateLimit, Singleton, Throttle, flow_spec
 from plait._messages import CancelOn, FunctionSpec, Timeouts
 from plait._registry import remember as _remember
 from plait._step import Step, SyncStep
@@ -51,6 +52,14 @@ class App:
         on_failure: AsyncHandler | SyncHandler | None = None,
         timeouts: Timeouts | None = None,
         cancel_on: CancelOn | Sequence[CancelOn] | None = None,
+        concurrency: int | Concurrency | Sequence[Concurrency] | None = None,
+        throttle: Throttle | None = None,
+        rate_limit: RateLimit | None = None,
+        debounce: Debounce | None = None,
+        batch_events: Batch | None = None,
+        priority: str | None = None,
+        idempotency: str | None = None,
+        singleton: Singleton | None = None,
     ) -> Callable[[F], F]:
         """Declares a function: `async def f(ctx, step: Step)` or `def f(ctx, step: SyncStep)`.
 
@@ -63,6 +72,13 @@ class App:
         run that waits too long to start or takes too long to finish. `cancel_on`
         (`CancelOn(event, if_exp=…, timeout=…)`, at most 10) cancels a run when a matching
         event arrives.
+
+        Flow control, as in the Inngest SDKs (keys and `priority` are CEL over `event`):
+        `concurrency` (an int, a `Concurrency` or two), `throttle` (`Throttle`), `rate_limit`
+        (`RateLimit`), `debounce` (`Debounce`), `batch_events` (`Batch`: the run's events are
+        `ctx.events`), `priority` (seconds, -600..600, a run moves ahead), `idempotency` (one
+        run per key per 24 h) and `singleton` (`Singleton`). The server checks them when the
+        worker registers and refuses the app naming the field.
         """
         _check_id("function id", function_id)
         if function_id in self._functions:
@@ -88,8 +104,10 @@ class App:
             )
         _check_timeouts(function_id, timeouts)
         cancels = _cancel_on(function_id, cancel_on)
+        flow = flow_spec(function_id, concurrency, throttle, rate_limit, debounce,
+                         batch_events, priority, idempotency, singleton)
         spec = FunctionSpec(
-            function_id, name or function_id, triggers, retries, timeouts, cancels)
+            function_id, name or function_id, triggers, retries, timeouts, cancels, flow)
 
         def register(fn: F) -> F:
             if not callable(fn):

@@ -22,13 +22,16 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """The run being executed. `attempt` counts from 0 for the step about to run."""
+    """The run being executed. `attempt` counts from 0 for the step about to run. `events`
+    holds a batched run's events (`batch_events`), in order, `event` being the first; for any
+    other run it is `(event,)`."""
 
     run_id: str
     function_id: str
     attempt: int
     event: Event
     logger: logging.LoggerAdapter[logging.Logger]
+    events: tuple[Event, ...] = ()
 
 
 class _RunLogger(logging.LoggerAdapter[logging.Logger]):

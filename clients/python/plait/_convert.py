@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from plait_proto.v1 import event_pb2, function_pb2, queue_pb2
 
+from plait._flow import FlowSpec
 from plait._messages import (
     Cancel,
     Drain,
@@ -13,6 +16,7 @@ from plait._messages import (
     Incoming,
     InvokeFunction,
     Job,
+    JobEvent,
     JobResult,
     Jobs,
     Opcode,
@@ -80,7 +84,44 @@ def function_to_pb(spec: FunctionSpec) -> function_pb2.FunctionDefinition:
         definition.cancel_on.append(
             function_pb2.CancelOn(event=c.event, if_expression=c.if_exp, timeout_ms=c.timeout_ms)
         )
+    _flow_to_pb(spec.flow, definition)
     return definition
+
+
+_SCOPES = {
+    "fn": function_pb2.CONCURRENCY_SCOPE_FN,
+    "env": function_pb2.CONCURRENCY_SCOPE_ENV,
+    "account": function_pb2.CONCURRENCY_SCOPE_ACCOUNT,
+}
+_MODES = {"skip": function_pb2.SINGLETON_MODE_SKIP, "cancel": function_pb2.SINGLETON_MODE_CANCEL}
+
+
+def _ms(period: float | timedelta) -> int:
+    seconds = period.total_seconds() if isinstance(period, timedelta) else period
+    return max(1, round(seconds * 1000))
+
+
+def _flow_to_pb(flow: FlowSpec, definition: function_pb2.FunctionDefinition) -> None:
+    for c in flow.concurrency:
+        definition.concurrency.append(
+            function_pb2.ConcurrencyLimit(limit=c.limit, key=c.key, scope=_SCOPES[c.scope]))
+    if (t := flow.throttle) is not None:
+        definition.throttle.CopyFrom(function_pb2.Throttle(
+            limit=t.limit, period_ms=_ms(t.period), burst=t.burst, key=t.key))
+    if (r := flow.rate_limit) is not None:
+        definition.rate_limit.CopyFrom(function_pb2.RateLimit(
+            limit=r.limit, period_ms=_ms(r.period), key=r.key))
+    if (d := flow.debounce) is not None:
+        definition.debounce.CopyFrom(function_pb2.Debounce(
+            period_ms=_ms(d.period), key=d.key,
+            timeout_ms=0 if d.timeout is None else _ms(d.timeout)))
+    if (b := flow.batch_events) is not None:
+        definition.batch_events.CopyFrom(function_pb2.BatchEvents(
+            max_size=b.max_size, timeout_ms=_ms(b.timeout), key=b.key, if_expression=b.if_exp))
+    definition.priority_run = flow.priority
+    definition.idempotency = flow.idempotency
+    if (s := flow.singleton) is not None:
+        definition.singleton.CopyFrom(function_pb2.Singleton(mode=_MODES[s.mode], key=s.key))
 
 
 def response_from_pb(msg: queue_pb2.ConnectResponse) -> Incoming | None:
@@ -119,6 +160,7 @@ def job_from_pb(job: queue_pb2.Job) -> Job:
         tracestate=job.tracestate,
         target_step=job.target_step,
         fetch_steps=tuple(job.fetch_steps),
+        events=tuple(JobEvent(e.id, e.name, e.data_json, e.ts_ms) for e in job.events),
     )
 
 

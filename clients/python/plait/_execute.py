@@ -25,9 +25,15 @@ async def execute(app: App, job: Job) -> Opcode:
             "FunctionNotFound",
             f"function {wanted!r} is not served by app {app.id!r} (it serves {known})",
         )
-    event = _event(job)
+    event = _event(job.event_id, job.event_name, job.event_data_json, job.event_ts_ms)
     if isinstance(event, RunFailed):
         return event
+    events: list[Event] = []
+    for e in job.events:
+        batched = _event(e.id, e.name, e.data_json, e.ts_ms)
+        if isinstance(batched, RunFailed):
+            return batched
+        events.append(batched)
     run = _Run(job.steps, asyncio.get_running_loop(), job.target_step, asyncio.current_task())
     ctx = Context(
         run_id=job.run_id,
@@ -35,6 +41,7 @@ async def execute(app: App, job: Job) -> Opcode:
         attempt=job.attempt,
         event=event,
         logger=run_logger(job.run_id, job.function_id, job.attempt, lambda: run.replaying),
+        events=tuple(events) or (event,),
     )
     try:
         with trace_context(job.traceparent, job.tracestate):
@@ -79,14 +86,14 @@ def _completed(function: _Function, output: Any) -> Opcode:
         return RunFailed(error_info(exc), non_retriable=True)
 
 
-def _event(job: Job) -> Event | RunFailed:
+def _event(event_id: str, name: str, data_json: bytes, ts_ms: int) -> Event | RunFailed:
     try:
-        data = json.loads(job.event_data_json or b"{}")
+        data = json.loads(data_json or b"{}")
     except ValueError as exc:
-        return _fatal("InvalidEvent", f"event {job.event_id!r} data is not valid JSON: {exc}")
+        return _fatal("InvalidEvent", f"event {event_id!r} data is not valid JSON: {exc}")
     if not isinstance(data, dict):
-        return _fatal("InvalidEvent", f"event {job.event_id!r} data is not a JSON object")
-    return Event(id=job.event_id, name=job.event_name, data=data, ts_ms=job.event_ts_ms)
+        return _fatal("InvalidEvent", f"event {event_id!r} data is not a JSON object")
+    return Event(id=event_id, name=name, data=data, ts_ms=ts_ms)
 
 
 def _fatal(name: str, message: str) -> RunFailed:

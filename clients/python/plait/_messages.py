@@ -8,11 +8,22 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from plait._flow import FlowSpec
 from plait._triggers import TriggerCron, TriggerEvent
 
 # The largest message the worker accepts or sends; announced at registration, so the server
 # keeps each job under it and leaves out memoised steps for the worker to fetch.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """One event of a batched run."""
+
+    id: str
+    name: str
+    data_json: bytes
+    ts_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +50,8 @@ class Job:
     # Memoised steps the server left out of `steps` (the message would have been too large):
     # the worker reads them through StateService.GetSteps before running the function.
     fetch_steps: tuple[str, ...] = ()
+    # A batched run's events in order (the first is `event_*`); empty for a run of one event.
+    events: tuple[JobEvent, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +164,7 @@ class FunctionSpec:
     retries: int | None = None
     timeouts: Timeouts | None = None
     cancel_on: tuple[CancelOn, ...] = ()
+    flow: FlowSpec = field(default_factory=FlowSpec)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from server.api.inngest.register import http_url, parse_registration
 from server.api.inngest.rest import CancelRun, RestRoutes
 from server.api.inngest.sync import AppSync
 from server.api.run_control import RunControl
+from server.api.waiting import WaitingReasons
 from server.config import Mode, Settings
 from server.drivers.http import signing
 from server.drivers.http._request import server_kind
@@ -44,11 +45,12 @@ def _error(status: int, message: str) -> JSONResponse:
 class InngestGateway:
     def __init__(self, settings: Settings, engine: AsyncEngine, registry: Registry,
                  state: StateStore, cancel_run: CancelRun, syncer: AppSync,
-                 control: RunControl | None = None) -> None:
+                 control: RunControl | None = None,
+                 waiting: WaitingReasons | None = None) -> None:
         self._settings = settings
         self._engine = engine
         self._registry = registry
-        self._rest = RestRoutes(engine, state, cancel_run, control)
+        self._rest = RestRoutes(engine, state, cancel_run, control, waiting)
         self.syncer = syncer
         # Serve URL -> app id of the last registration this process took, for the sync API.
         self._registered: dict[str, str] = {}

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from server.api.inngest.flow import flow_from_sdk
 from server.durations import duration_ms
 from server.errors import InvalidArgument
+from server.runner.flow_rules import SDK_NAMES, validate_flow
 from server.types import (
     AppId,
     AppRegistration,
@@ -157,7 +159,7 @@ def _function(raw: Any, app_id: AppId, at: str, default_retries: int) -> Functio
                    f"{at}.steps.step.runtime.url")
     name = raw.get("name")
     start_ms, finish_ms = _timeouts(raw, at)
-    return FunctionConfig(
+    config = FunctionConfig(
         id=FunctionId(f"{app_id}-{slug}"), app_id=app_id, slug=slug,
         name=name if isinstance(name, str) and name else slug,
         triggers=tuple(_trigger(t, f"{at}.triggers[{j}]") for j, t in enumerate(triggers)),
@@ -166,7 +168,11 @@ def _function(raw: Any, app_id: AppId, at: str, default_retries: int) -> Functio
         start_timeout_ms=start_ms,
         finish_timeout_ms=finish_ms,
         cancel_on=_cancel_on(raw, at),
+        flow=flow_from_sdk(raw, at),
     )
+    # Checked again by the registry, here in the SDK's words (`rateLimit.period`).
+    validate_flow(config, at, names=SDK_NAMES)
+    return config
 
 
 def parse_registration(body: Any, default_retries: int) -> Registration:

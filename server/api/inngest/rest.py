@@ -3,7 +3,9 @@ in bulk (`POST /v1/cancellations`); and
 the run state endpoints an SDK reads when a request tells it to (`use_api`).
 
 Shapes follow the Inngest server: `{"data": …, "metadata": {"fetched_at": …}}`, run statuses
-`Scheduled`, `Running`, `Completed`, `Failed`, `Cancelled`; errors `{"error", "status"}`.
+`Scheduled`, `Running`, `Completed`, `Failed`, `Cancelled`, `Skipped`; errors
+`{"error", "status"}`. Beside Inngest's fields a run has `waiting_reason`: what holds it while
+queued behind flow control (null otherwise).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ulid import ULID
 
 from server import canonjson
 from server.api.run_control import RunControl
+from server.api.waiting import WaitingReasons
 from server.errors import FailedPrecondition, InvalidArgument, NotFound
 from server.history import store
 from server.history.store import EventRecord, RunRecord
@@ -38,6 +41,7 @@ _STATUS = {
     RunStatus.COMPLETED: "Completed",
     RunStatus.FAILED: "Failed",
     RunStatus.CANCELLED: "Cancelled",
+    RunStatus.SKIPPED: "Skipped",
 }
 _MAX_BODY_BYTES = 64 * 1024
 # Stored data holds canonjson's rules; events and memos nest it a few levels down.
@@ -89,9 +93,9 @@ def cron_of(event: EventRecord | None) -> str | None:
 
 
 def run_json(run: RunRecord, original_run_id: str | None = None,
-             cron: str | None = None) -> dict[str, Any]:
+             cron: str | None = None, waiting_reason: str = "") -> dict[str, Any]:
     """A run as the Inngest REST API's FunctionRun; `original_run_id` for a replay, `cron`
-    for a run of a cron tick."""
+    for a run of a cron tick, `waiting_reason` for a run flow control holds."""
     return {
         "run_id": run.id,
         "run_started_at": rfc3339(run.started_at_ms or run.created_at_ms or None),
@@ -105,6 +109,7 @@ def run_json(run: RunRecord, original_run_id: str | None = None,
         "status": _STATUS.get(run.status, "Unknown"),
         "ended_at": rfc3339(run.ended_at_ms),
         "output": _output(run),
+        "waiting_reason": waiting_reason or None,
     }
 
 
@@ -116,23 +121,34 @@ def envelope(data: Any) -> JSONResponse:
 
 class RestRoutes:
     def __init__(self, engine: AsyncEngine, state: StateStore, cancel_run: CancelRun,
-                 control: RunControl | None = None) -> None:
+                 control: RunControl | None = None,
+                 waiting: WaitingReasons | None = None) -> None:
         self._engine = engine
         self._state = state
         self._cancel_run = cancel_run
         self._control = control
+        self._waiting = waiting
+
+    async def _reasons(self, runs: list[RunRecord]) -> list[str]:
+        if self._waiting is None:
+            return [""] * len(runs)
+        return await self._waiting.of(runs)
 
     async def event_runs(self, request: Request) -> Response:
         event_id = ulid("event_id", request.path_params["event_id"])
         runs = await store.runs_for_event(self._engine, event_id)
         cron = cron_of(await self._event(event_id)) if runs else None
-        return envelope([run_json(r, cron=cron) for r in runs])
+        reasons = await self._reasons(list(runs))
+        return envelope([run_json(r, cron=cron, waiting_reason=why)
+                         for r, why in zip(runs, reasons, strict=True)])
 
     async def get_run(self, request: Request) -> Response:
         run_id = ulid("run_id", request.path_params["run_id"])
         run = await store.get_run(self._engine, run_id)
         cron = cron_of(await self._event(run.event_id)) if run.event_id else None
-        return envelope(run_json(run, await store.replay_original(self._engine, run_id), cron))
+        (why,) = await self._reasons([run])
+        return envelope(run_json(run, await store.replay_original(self._engine, run_id), cron,
+                                 why))
 
     async def _event(self, event_id: str) -> EventRecord | None:
         try:

@@ -15,10 +15,15 @@ from server.runner.expressions import compile_expression
 from server.types import (
     AppId,
     AppRegistration,
+    BatchConfig,
     CancelOn,
+    ConcurrencyLimit,
+    ConcurrencyScope,
     CronTrigger,
+    DebounceConfig,
     ErrorInfo,
     EventTrigger,
+    FlowControl,
     FunctionConfig,
     FunctionId,
     InvokeFunction,
@@ -28,14 +33,18 @@ from server.types import (
     LeaseId,
     Opcode,
     OutgoingEvent,
+    RateLimitConfig,
     RunCompleted,
     RunFailed,
     SendEvents,
+    SingletonConfig,
+    SingletonMode,
     Sleep,
     StepCompleted,
     StepFailed,
     StepId,
     StepsPlanned,
+    ThrottleConfig,
     Trigger,
     WaitForEvent,
 )
@@ -68,6 +77,7 @@ def registration_from_pb(msg: queue_pb2.Register, default_retries: int) -> AppRe
             finish_timeout_ms=_timeout_ms(fd.timeouts.finish_ms,
                                           f"functions[{i}].timeouts.finish_ms"),
             cancel_on=_cancel_on(fd.cancel_on, f"functions[{i}].cancel_on"),
+            flow=_flow(fd, f"functions[{i}]"),
         ))
     if not 1 <= msg.max_concurrent_jobs <= MAX_CONCURRENT_JOBS:
         raise InvalidArgument(
@@ -82,6 +92,48 @@ def _cancel_on(
     return tuple(CancelOn(c.event, c.if_expression,
                           _timeout_ms(c.timeout_ms, f"{at}[{k}].timeout_ms"))
                  for k, c in enumerate(items))
+
+
+_SCOPES = {
+    function_pb2.CONCURRENCY_SCOPE_UNSPECIFIED: ConcurrencyScope.FN,
+    function_pb2.CONCURRENCY_SCOPE_FN: ConcurrencyScope.FN,
+    function_pb2.CONCURRENCY_SCOPE_ENV: ConcurrencyScope.ENV,
+    function_pb2.CONCURRENCY_SCOPE_ACCOUNT: ConcurrencyScope.ACCOUNT,
+}
+_MODES = {
+    function_pb2.SINGLETON_MODE_SKIP: SingletonMode.SKIP,
+    function_pb2.SINGLETON_MODE_CANCEL: SingletonMode.CANCEL,
+}
+
+
+def _flow(fd: function_pb2.FunctionDefinition, at: str) -> FlowControl:
+    """The definition's flow control; ranges and keys are checked by the registry."""
+    concurrency = []
+    for k, c in enumerate(fd.concurrency):
+        scope = _SCOPES.get(c.scope)
+        if scope is None:
+            raise InvalidArgument(f"{at}.concurrency[{k}].scope", f"unknown value {c.scope}")
+        concurrency.append(ConcurrencyLimit(c.limit, c.key, scope))
+    singleton = None
+    if fd.HasField("singleton"):
+        mode = _MODES.get(fd.singleton.mode)
+        if mode is None:
+            raise InvalidArgument(f"{at}.singleton.mode",
+                                  f"{fd.singleton.mode} is not SINGLETON_MODE_SKIP or _CANCEL")
+        singleton = SingletonConfig(mode, fd.singleton.key)
+    t, r, d, b = fd.throttle, fd.rate_limit, fd.debounce, fd.batch_events
+    return FlowControl(
+        concurrency=tuple(concurrency),
+        throttle=ThrottleConfig(t.limit, t.period_ms, t.burst or 1, t.key)
+        if fd.HasField("throttle") else None,
+        rate_limit=RateLimitConfig(r.limit, r.period_ms, r.key)
+        if fd.HasField("rate_limit") else None,
+        debounce=DebounceConfig(d.period_ms, d.key, d.timeout_ms)
+        if fd.HasField("debounce") else None,
+        batch=BatchConfig(b.max_size, b.timeout_ms, b.key, b.if_expression)
+        if fd.HasField("batch_events") else None,
+        priority_run=fd.priority_run, idempotency=fd.idempotency, singleton=singleton,
+    )
 
 
 def _timeout_ms(value: int, field: str) -> int:
@@ -127,12 +179,15 @@ def _event_pb(event_json: bytes) -> event_pb2.Event:
 
 
 def job_to_pb(job: Job, slug: str, event: event_pb2.Event) -> queue_pb2.Job:
+    """The job's message; a batched run's events go in `events` (ValueError, one of the
+    drivers' DATA_ERRORS, when one was stored damaged)."""
     return queue_pb2.Job(
         job_id=job.job_id, lease_id=job.lease_id, run_id=job.run_id,
         function_id=job.function_id, function_slug=slug, attempt=job.attempt,
         max_attempts=job.max_attempts, event=event, steps=job.steps,
         lease_expires_at_ms=job.lease_expires_at_ms, traceparent=job.traceparent,
         tracestate=job.tracestate, target_step=job.target_step,
+        events=[_event_pb(e) for e in job.events],
     )
 
 

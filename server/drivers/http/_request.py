@@ -75,10 +75,13 @@ def build_call(job: Job, function_url: str, stack: Sequence[str], settings: Sett
     """The request for `job`; JobDataError (a ValueError) when its data cannot be sent."""
     step_id = job.target_step or DISCOVERY_STEP_ID
     event = _event(job.event_json)
+    # A batched run's events (flow control's batchEvents) are the SDKs' `events`; `event` is
+    # the first of them. Every other run has its one event.
+    events = [_event(e) for e in job.events] if job.events else [event]
     order = ordered_stack(stack, job.steps)
     body = _body({
         "event": event,
-        "events": [event],
+        "events": events,
         "steps": {s: _stored(job.steps[s], f"step {s[:64]!r}") for s in order},
         "ctx": {
             "run_id": job.run_id,
