@@ -112,6 +112,47 @@ class ShardKeys:
         """STREAM of history records, drained into SQL by the history writer."""
         return f"{self.tag}:history"
 
+    # Flow control (issue 12). `key_id` names a key's scope and the digest of its value
+    # (server/runner/flow.py); runs of a flow-controlled function all live in one shard.
+
+    def concurrency_held(self, key_id: str) -> str:
+        """ZSET: job ids holding a slot of a concurrency key, scored by their lease expiry
+        when taken (a member past it is checked against `leased`)."""
+        return f"{self.tag}:conc:{key_id}"
+
+    def concurrency_waiting(self, key_id: str) -> str:
+        """ZSET: job ids parked for a slot of a concurrency key, scored by their ready score."""
+        return f"{self.tag}:concwait:{key_id}"
+
+    def throttle(self, key_id: str) -> str:
+        """STRING: the GCRA theoretical arrival time (ms) of a throttle key."""
+        return f"{self.tag}:throttle:{key_id}"
+
+    def rate_limit(self, key_id: str) -> str:
+        """STRING: the GCRA theoretical arrival time (ms) of a rate-limit key."""
+        return f"{self.tag}:ratelimit:{key_id}"
+
+    def idempotency(self, key_id: str) -> str:
+        """STRING: the run id that took an idempotency key, for 24 h."""
+        return f"{self.tag}:idem:{key_id}"
+
+    def debounce(self, key_id: str) -> str:
+        """STRING: the id of the run a debounce key's events go to while it is queued."""
+        return f"{self.tag}:debounce:{key_id}"
+
+    def batch(self, key_id: str) -> str:
+        """STRING: the id of the run a batch key's events are added to while it is open."""
+        return f"{self.tag}:batch:{key_id}"
+
+    def singleton(self, key_id: str) -> str:
+        """STRING: the id of the latest run of a singleton key (active while not ended)."""
+        return f"{self.tag}:singleton:{key_id}"
+
+    def waiting(self, function_id: FunctionId | str, reason: str) -> str:
+        """SET: run ids of a function held by flow control for `reason` (concurrency,
+        throttle, debounce, batch), for the `plait_runs_waiting` gauge (checked at scrape)."""
+        return f"{self.tag}:waiting:{function_id}:{reason}"
+
 
 @dataclass(frozen=True, slots=True)
 class Keys:

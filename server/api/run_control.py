@@ -13,13 +13,13 @@ from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
-from ulid import ULID
 
 from server.errors import FailedPrecondition, InvalidArgument, NotFound
 from server.events.ingest import event_json
 from server.history import store
-from server.queue import NewRun, Queue
+from server.queue import Queue
 from server.runner.expressions import matches
+from server.runner.flow import fresh_run_id, new_run
 from server.runner.registry import Registry
 from server.state import StateStore, UnfinishedRun
 from server.types import Event, RunId, RunStatus
@@ -107,11 +107,13 @@ class RunControl:
         body = event_json(Event(id=event.id, name=event.name, data_json=event.data_json,
                                 ts_ms=event.ts_ms))
         now_ms = _now_ms()
-        new_id = RunId(str(ULID()))
+        # A fresh id (a derived one would be the original's), in the function's flow shard.
+        new_id = fresh_run_id(function, self._queue.keys.shards)
         # Recorded first: a crash in between leaves a link to a run that never started,
         # never a replay that does not say what it replays.
         await store.insert_replay(self._engine, new_id, run_id, now_ms)
-        await self._queue.enqueue_runs([NewRun.of(function, new_id, event.id, body)], now_ms)
+        await self._queue.enqueue_runs(
+            [new_run(function, event.id, body, self._queue.keys.shards, run_id=new_id)], now_ms)
         self._on_enqueued()
         log.info("run.replayed", run_id=new_id, original_run_id=run_id)
         return new_id

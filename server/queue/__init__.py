@@ -1,5 +1,5 @@
 """The queue: runs' jobs in per-function ready sets, leased fairly, with expiring leases."""
 
-from server.queue.queue import NewRun, Queue
+from server.queue.queue import Enqueued, NewRun, Queue
 
-__all__ = ["NewRun", "Queue"]
+__all__ = ["Enqueued", "NewRun", "Queue"]

@@ -18,6 +18,7 @@ from redis.typing import EncodableT
 from server.config import Settings
 from server.keys import Keys, ShardKeys
 from server.luascript import load_script
+from server.queue.flow import FLOW_PRELUDE, NO_FLOW, RunFlow, batch_events
 from server.state.waits import CANCEL, cancel_field, new_wait
 from server.types import (
     AppId,
@@ -33,7 +34,10 @@ from server.types import (
 
 _PKG = "server.queue"
 _WAITS = "server.state:_waits"
-_REDELIVER = (_WAITS, "_redeliver")
+_WITH_FLOW = (_WAITS, FLOW_PRELUDE)
+_REDELIVER = (_WAITS, FLOW_PRELUDE, "_redeliver")
+# What enqueue_runs.lua did with each run.
+CREATED, EXISTED, SKIPPED, MERGED = 1, 0, 2, 3
 # Deadline of one Redis call on the step path (the client has no per-reply socket timeout).
 REDIS_CALL_S = 10.0
 
@@ -52,17 +56,36 @@ class NewRun:
     finish_timeout_ms: int = 0
     # The function's cancel-on rules: stored as the run's wait entries when it is created.
     cancel_on: tuple[CancelOn, ...] = ()
+    # Flow control evaluated for this run's event (server/runner/flow.py).
+    flow: RunFlow = NO_FLOW
 
     @classmethod
     def of(cls, fn: FunctionConfig, run_id: RunId, event_id: EventId | str,
-           event_json: bytes) -> NewRun:
-        """A run of `fn`, due now, with the function's retries, timeouts and cancel-on."""
+           event_json: bytes, flow: RunFlow = NO_FLOW) -> NewRun:
+        """A run of `fn`, due now (a priority moves it ahead or behind), with the function's
+        retries, timeouts, cancel-on and the run's evaluated flow control."""
         return cls(
             run_id=run_id, function_id=fn.id, app_id=fn.app_id, event_id=EventId(event_id),
-            event_json=event_json, max_attempts=fn.retries + 1, available_at_ms=0,
+            event_json=event_json, max_attempts=fn.retries + 1,
+            available_at_ms=-flow.priority_ms,
             start_timeout_ms=fn.start_timeout_ms, finish_timeout_ms=fn.finish_timeout_ms,
-            cancel_on=fn.cancel_on,
+            cancel_on=fn.cancel_on, flow=flow,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    """What enqueue_runs did, in the order of the runs: CREATED, EXISTED, SKIPPED (flow
+    control recorded it as skipped) or MERGED (its event went to a debounced or batched run);
+    and the runs a singleton `cancel` displaced, for the caller to cancel."""
+
+    codes: list[int]
+    cancels: list[RunId]
+
+    @property
+    def queued(self) -> list[bool]:
+        """Per run: whether work was queued for it (a new run, or an event given to one)."""
+        return [c in (CREATED, MERGED) for c in self.codes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +128,7 @@ def job_from_reply(
     function_id: str | None = None,
 ) -> Job:
     """Builds a Job from a lease reply entry."""
-    jid, lease, rid, fn, attempt, max_attempts, event, expires, flat, target = item
+    jid, lease, rid, fn, attempt, max_attempts, event, expires, flat, target, *rest = item
     steps_flat = list(flat)  # type: ignore[call-overload]
     steps = {_s(steps_flat[i]): steps_flat[i + 1] for i in range(0, len(steps_flat), 2)}
     return Job(
@@ -119,6 +142,7 @@ def job_from_reply(
         steps=steps,
         lease_expires_at_ms=int(expires),  # type: ignore[call-overload]
         target_step=_s(target),  # type: ignore[arg-type]
+        events=batch_events(rest[0] if rest else b""),
     )
 
 
@@ -144,8 +168,8 @@ class Queue:
         self._keys = keys
         self.lease_ms = lease_ms
         # Both end or start runs, and with them their wait entries.
-        self._enqueue = load_script(redis, _PKG, "enqueue_runs", prelude=_WAITS)
-        self._lease = load_script(redis, _PKG, "lease", prelude=_WAITS)
+        self._enqueue = load_script(redis, _PKG, "enqueue_runs", prelude=_WITH_FLOW)
+        self._lease = load_script(redis, _PKG, "lease", prelude=_WITH_FLOW)
         self._extend = load_script(redis, _PKG, "extend")
         # Both may end a run (past the redelivery cap), and with it its wait entries.
         self._release = load_script(redis, _PKG, "release", prelude=_REDELIVER)
@@ -156,27 +180,39 @@ class Queue:
         return self._keys
 
     async def enqueue_runs(self, runs: Sequence[NewRun], now_ms: int) -> list[bool]:
-        """Creates runs with their first job, one script call per shard; False where the run
-        existed. The result is in the order of `runs`."""
+        """Creates runs with their first job, one script call per shard; per run whether
+        work was queued (False: it existed, or flow control skipped it). In `runs`' order."""
+        return (await self.enqueue(runs, now_ms)).queued
+
+    async def enqueue(self, runs: Sequence[NewRun], now_ms: int) -> Enqueued:
+        """Creates runs with their first job under their flow control, one script call per
+        shard (a flow-controlled function's runs are all in one shard)."""
         if not runs:
-            return []
+            return Enqueued([], [])
         by_shard: dict[int, list[int]] = {}
         for i, run in enumerate(runs):
             by_shard.setdefault(self._keys.for_run(run.run_id).shard, []).append(i)
-        created = [False] * len(runs)
+        codes = [EXISTED] * len(runs)
+        cancels: list[RunId] = []
         for n, indexes in by_shard.items():
             sk = self._keys.shard(n)
-            args: list[EncodableT] = [sk.tag, now_ms]
+            args: list[EncodableT] = [sk.tag, now_ms, self._finished_run_ttl_s]
             for i in indexes:
                 run = runs[i]
                 start_by = now_ms + run.start_timeout_ms if run.start_timeout_ms > 0 else 0
+                flow = run.flow
                 args += [run.run_id, run.function_id, run.app_id, run.event_json, run.event_id,
                          run.max_attempts, run.available_at_ms, run.run_id, start_by,
-                         run.finish_timeout_ms, _cancel_waits(sk, run, now_ms)]
-            reply = await self._enqueue(keys=[sk.history], args=args)
-            for i, flag in zip(indexes, reply, strict=True):
-                created[i] = int(flag) == 1
-        return created
+                         run.finish_timeout_ms, _cancel_waits(sk, run, now_ms),
+                         "" if flow is NO_FLOW else flow.create_arg(sk, run.function_id),
+                         "" if flow is NO_FLOW else flow.run_arg(sk, run.function_id)]
+            async with asyncio.timeout(REDIS_CALL_S):
+                reply = await self._enqueue(keys=[sk.history], args=args)
+            flags, displaced = reply
+            for i, flag in zip(indexes, flags, strict=True):
+                codes[i] = int(flag)
+            cancels += [RunId(_s(r)) for r in displaced]
+        return Enqueued(codes, cancels)
 
     async def lease(
         self, shard: ShardKeys, caps: Sequence[tuple[FunctionId, int]], total: int, now_ms: int

@@ -27,9 +27,9 @@ from ulid import ULID
 from server.history import store
 from server.keys import Keys
 from server.luascript import load_script
-from server.queue import NewRun, Queue
+from server.queue import Queue
+from server.runner.flow import new_run
 from server.runner.registry import Registry
-from server.runner.runner import run_id_for
 from server.supervise import describe
 from server.tasks import raise_if_cancelling
 from server.types import CronTrigger, Event, EventId, FunctionConfig
@@ -175,7 +175,7 @@ class Scheduler:
         await store.insert_events(self._engine, [Event(
             id=event_id, name=CRON_EVENT, data_json=json.dumps({"cron": schedule.spec}).encode(),
             ts_ms=tick_ms)], now_ms)
-        run = NewRun.of(fn, run_id_for(event_id, fn.id), event_id, body)
+        run = new_run(fn, event_id, body, self._queue.keys.shards)
         created = await self._queue.enqueue_runs([run], now_ms)
         if created[0]:
             log.info("cron.scheduled", function_id=fn.id, tick_ms=tick_ms, run_id=run.run_id)

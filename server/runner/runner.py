@@ -7,7 +7,6 @@ event read twice after a crash starts each run once.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -17,11 +16,13 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
-from ulid import ULID
 
 from server.keys import Keys
 from server.queue import NewRun, Queue
 from server.runner.expressions import matches
+
+# run_id_for stays importable from here (cron, tests): it lives with flow's shard placement.
+from server.runner.flow import new_run, run_id_for  # noqa: F401
 from server.runner.registry import Registry
 from server.runner.waits import WaitMatcher
 from server.state import StateStore
@@ -66,13 +67,6 @@ def _text(value: object) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-def run_id_for(event_id: str, function_id: str) -> RunId:
-    """A ULID with the event's time and randomness hashed from (event, function)."""
-    ts = ULID.from_str(event_id).milliseconds
-    digest = hashlib.sha256(f"{event_id}/{function_id}".encode()).digest()[:10]
-    return RunId(str(ULID.from_bytes(ts.to_bytes(6, "big") + digest)))
-
-
 def _cancel_with(state: StateStore) -> Callable[[RunId], Awaitable[object]]:
     async def cancel(run_id: RunId) -> object:
         return await state.cancel_run(run_id, int(time.time() * 1000))
@@ -95,6 +89,8 @@ class Runner:
         self._on_enqueued = on_enqueued
         self._metrics = metrics
         self._waits: WaitMatcher | None = None
+        # The executor's cancel path: cancel-on matches and singleton `cancel` use it.
+        self._cancel_run = cancel_run or (_cancel_with(state) if state is not None else None)
         if state is not None:
             self._waits = WaitMatcher(redis, keys, state, cancel_run or _cancel_with(state))
 
@@ -192,12 +188,20 @@ class Runner:
     async def _apply(self, plans: Sequence[_Plan], now_ms: int) -> None:
         runs = [run for plan in plans for run in plan.runs]
         if runs:
-            created = await self._queue.enqueue_runs(runs, now_ms)
-            if any(created):
+            enqueued = await self._queue.enqueue(runs, now_ms)
+            if any(enqueued.queued):
                 self._on_enqueued()
+            await self._cancel_displaced(enqueued.cancels)
         waited = [w for plan in plans for w in plan.waited]
         if self._waits is not None and await self._waits.process(waited, now_ms):
             self._on_enqueued()
+
+    async def _cancel_displaced(self, run_ids: Sequence[RunId]) -> None:
+        """Cancels the runs a singleton `cancel` function's new runs displaced."""
+        for run_id in run_ids:
+            log.info("run.singleton_cancel", run_id=run_id)
+            if self._cancel_run is not None:
+                await self._cancel_run(run_id)
 
     def _unprocessable(self, entry_id: Any, fields: dict[bytes, bytes],
                        error: Exception) -> None:
@@ -226,7 +230,7 @@ class Runner:
         fn = self._index.get(FunctionId(fn_id))
         if fn is not None and fn.id not in self._index.paused:
             event_id = fields[b"id"].decode()
-            return NewRun.of(fn, run_id_for(event_id, fn.id), event_id, fields[b"e"]), None
+            return new_run(fn, event_id, fields[b"e"], self._keys.shards, event=event), None
         if not correlation_id:
             return None, None
         reason = "is paused" if fn is not None else "is not registered"
@@ -263,6 +267,9 @@ class Runner:
                 if not matches(candidate.program, variables):
                     continue
             fn = candidate.function
-            runs.append(NewRun.of(fn, run_id_for(event_id, fn.id), event_id, event_json))
+            if fn.flow.configured and variables is None:
+                variables = {"event": json.loads(event_json)}
+            runs.append(new_run(fn, event_id, event_json, self._keys.shards,
+                                event=variables["event"] if variables else None))
         return runs
 

@@ -23,6 +23,7 @@ from ulid import ULID
 from server.config import Settings
 from server.keys import Keys, ShardKeys
 from server.luascript import ScriptCall, call_pipelined, check, load_script, storage_error
+from server.queue.flow import FLOW_PRELUDE, batch_events
 from server.state.waits import INVOKE, WAIT, WaitEntry, new_wait, step_field
 from server.types import (
     FUNCTION_FINISHED,
@@ -107,12 +108,14 @@ class StateStore:
         self._keys = keys
         self._settings = settings
         self._scripts = {
-            name: load_script(redis, _PKG, name, prelude=("_waits", "_prelude"))
+            name: load_script(redis, _PKG, name, prelude=("_waits", FLOW_PRELUDE, "_prelude"))
             for name in ("step_completed", "step_failed", "sleep", "run_completed", "run_failed",
                          "steps_planned", "wait_for_event", "invoke", "send_events")
         }
-        self._cancel = load_script(redis, _PKG, "cancel_run", prelude="_waits")
-        self._time_out = load_script(redis, _PKG, "time_out_runs", prelude="_waits")
+        # Both take jobs out of the leased set: flow control's slots are freed there.
+        self._cancel = load_script(redis, _PKG, "cancel_run", prelude=("_waits", FLOW_PRELUDE))
+        self._time_out = load_script(redis, _PKG, "time_out_runs",
+                                     prelude=("_waits", FLOW_PRELUDE))
         self._resume_wait = load_script(redis, _PKG, "resume_wait", prelude="_waits")
 
     def backoff_ms(self, attempt: int) -> int:
@@ -217,7 +220,7 @@ class StateStore:
             return Applied(Outcome.FINISHED)
         failed = isinstance(op, StepFailed | RunFailed)
         if isinstance(reply, list):
-            lease, attempt, max_attempts, event, flat, next_id, target = reply
+            lease, attempt, max_attempts, event, flat, next_id, target, *rest = reply
             steps = {_s(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
             # The next job may be another one of the run: the last planned step to end
             # continues with the run's main job.
@@ -227,6 +230,7 @@ class StateStore:
                 max_attempts=int(max_attempts), event_json=event, steps=steps,
                 lease_expires_at_ms=relock_expires, traceparent=job.traceparent,
                 tracestate=job.tracestate, target_step=_s(target),
+                events=batch_events(rest[0] if rest else b""),
             )
             # A retry keeps counting attempts; a memoised error starts the next step at 0.
             return Applied(Outcome.CONTINUED, next_job=next_job,

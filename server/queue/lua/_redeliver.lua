@@ -1,4 +1,5 @@
--- Prelude of release.lua and requeue_expired.lua (loaded after server/state/lua/_waits.lua):
+-- Prelude of release.lua and requeue_expired.lua (loaded after server/state/lua/_waits.lua and
+-- _flow.lua, whose free_slots every job leaving `leased` goes through):
 -- a job handed back without an answer returns to its ready set after a backoff, and its run
 -- fails once the job has come back more than max_redeliveries times in a row.
 -- KEYS[1] leased zset  KEYS[2] history stream
@@ -30,6 +31,7 @@ local function fail_run(run_id, fn, attempt, err)
     ids[#ids + 1] = run_id .. ':' .. step_id
   end
   for _, id in ipairs(ids) do
+    free_slots(tag .. ':job:', id)
     redis.call('ZREM', tag .. ':ready:' .. fn, id)
     redis.call('ZREM', leased, id)
     redis.call('DEL', tag .. ':job:' .. id)
@@ -53,6 +55,7 @@ end
 local function hand_back(id, jk, lease, reason)
   local job = redis.call('HMGET', jk, 'fn', 'run', 'attempt', 'redeliveries',
     'redelivery_lease')
+  free_slots(tag .. ':job:', id)
   redis.call('ZREM', leased, id)
   if not job[1] then
     return 0

@@ -1,5 +1,6 @@
--- Prelude of every opcode script (prepended by the loader, after _waits.lua): fencing and the
--- shared moves.
+-- Prelude of every opcode script (prepended by the loader, after _waits.lua and
+-- server/queue/lua/_flow.lua): fencing and the shared moves. Every job leaving `leased` goes
+-- through free_slots (flow control's concurrency slots, _flow.lua) first.
 -- KEYS[1] run hash  KEYS[2] steps hash  KEYS[3] job hash  KEYS[4] leased zset
 -- KEYS[5] ready zset of the function  KEYS[6] history stream  KEYS[7] lease counter
 -- KEYS[8] stack list (step ids in the order they were memoised)
@@ -23,8 +24,9 @@ end
 local attempt = tonumber(held[2])
 local run_id = held[3]
 local target = held[4] or ''  -- '' for the main job, else the planned step this job runs
-local meta = redis.call('HMGET', run, 'status', 'max', 'event', 'fn', 'app')
+local meta = redis.call('HMGET', run, 'status', 'max', 'event', 'fn', 'app', 'flow', 'events')
 if meta[1] ~= 'running' then
+  free_slots(job_prefix, job_id)
   redis.call('ZREM', leased, job_id)
   redis.call('DEL', job)
   return -3
@@ -46,15 +48,19 @@ end
 
 -- Schedules job `id` (hash `key`) at `at`. When it is due now and the caller can take it,
 -- the job stays leased under a new lease id and its payload is returned, saving a lease
--- round trip between steps: {lease, attempt, max_attempts, event, steps, job_id, step}.
+-- round trip between steps: {lease, attempt, max_attempts, event, steps, job_id, step,
+-- events}. The same job keeps its concurrency slots; another job of a flow-controlled run
+-- (the main job after its planned steps) is queued instead, for lease.lua to admit.
 local function continue_job(key, id, step, at, next_attempt)
-  if relock_expires > 0 and at <= now then
+  if relock_expires > 0 and at <= now and (id == job_id or not meta[6]) then
     local lease = tostring(redis.call('INCR', counter))
     redis.call('HSET', key, 'lease', lease, 'attempt', next_attempt, 'ready', '', 'leased', now)
     redis.call('ZADD', leased, relock_expires, id)
-    return {lease, next_attempt, max_attempts, meta[3], redis.call('HGETALL', steps), id, step}
+    return {lease, next_attempt, max_attempts, meta[3], redis.call('HGETALL', steps), id, step,
+      meta[7] or ''}
   end
   redis.call('HSET', key, 'lease', '', 'attempt', next_attempt)
+  free_slots(job_prefix, id)
   redis.call('ZREM', leased, id)
   redis.call('ZADD', ready, at, id)
   return 1
@@ -72,6 +78,7 @@ local function advance()
     return continue_at(now, 0)
   end
   redis.call('SREM', planned, target)
+  free_slots(job_prefix, job_id)
   redis.call('ZREM', leased, job_id)
   redis.call('DEL', job)
   if redis.call('SCARD', planned) > 0 then
@@ -85,6 +92,7 @@ local function drop_jobs()
   if redis.call('EXISTS', planned) == 1 then
     for _, step_id in ipairs(redis.call('SMEMBERS', planned)) do
       local id = run_id .. ':' .. step_id
+      free_slots(job_prefix, id)
       redis.call('ZREM', ready, id)
       redis.call('ZREM', leased, id)
       redis.call('DEL', job_prefix .. id)
@@ -92,10 +100,12 @@ local function drop_jobs()
     redis.call('DEL', planned)
   end
   if target ~= '' then
+    free_slots(job_prefix, run_id)
     redis.call('ZREM', ready, run_id)
     redis.call('ZREM', leased, run_id)
     redis.call('DEL', job_prefix .. run_id)
   end
+  free_slots(job_prefix, job_id)
   redis.call('ZREM', leased, job_id)
   redis.call('DEL', job)
 end

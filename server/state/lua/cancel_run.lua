@@ -1,5 +1,6 @@
 -- Cancel a run that has not finished: drop its queued or leased jobs (the main job and those
--- of planned steps) and its waits, and record the end. Loaded after _waits.lua.
+-- of planned steps) and its waits, and record the end. Loaded after _waits.lua and
+-- server/queue/lua/_flow.lua (a leased job frees its concurrency slots).
 -- KEYS[1] run hash  KEYS[2] steps hash  KEYS[3] leased zset  KEYS[4] history stream
 -- KEYS[5] stack list  KEYS[6] planned set
 -- ARGV[1] run_id  ARGV[2] now_ms  ARGV[3] shard key tag  ARGV[4] finished-run ttl s
@@ -23,6 +24,7 @@ for _, step_id in ipairs(redis.call('SMEMBERS', planned)) do
 end
 local was_leased = 0
 for _, id in ipairs(ids) do
+  free_slots(tag .. ':job:', id)
   redis.call('ZREM', ready, id)
   if redis.call('ZREM', leased, id) == 1 then was_leased = 1 end
   redis.call('DEL', tag .. ':job:' .. id)

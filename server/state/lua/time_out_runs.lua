@@ -1,7 +1,7 @@
 -- End the runs of a shard whose finish timeout has passed as failed (FinishTimeoutError):
 -- drop their queued or leased jobs (main and planned steps) and record each end, as
 -- cancel_run.lua does. Runs already ended are only taken out of the deadlines zset.
--- Loaded after _waits.lua.
+-- Loaded after _waits.lua and server/queue/lua/_flow.lua (leased jobs free their slots).
 -- KEYS[1] deadlines zset  KEYS[2] leased zset  KEYS[3] history stream
 -- ARGV[1] now_ms  ARGV[2] shard key tag  ARGV[3] finished-run ttl s  ARGV[4] most runs per call
 -- Returns a list of {run_id, was_leased} for each run it failed (1 when a worker held a job).
@@ -20,6 +20,7 @@ for _, run_id in ipairs(redis.call('ZRANGEBYSCORE', deadlines, '-inf', now, 'LIM
     end
     local was_leased = 0
     for _, id in ipairs(ids) do
+      free_slots(tag .. ':job:', id)
       redis.call('ZREM', tag .. ':ready:' .. meta[2], id)
       if redis.call('ZREM', leased, id) == 1 then was_leased = 1 end
       redis.call('DEL', tag .. ':job:' .. id)
