@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: dev install test lint gen gen-check bench
+.PHONY: dev install test lint gen gen-check bench chaos fuzz
 
 dev: install
 	$(BIN)/plait dev $(ARGS)
@@ -46,3 +46,16 @@ gen-check: install
 
 bench: install
 	$(BIN)/python bench/run.py $(ARGS)
+
+# The long crash and fuzz suites (tests/chaos, tests/fuzz; CI runs short versions in `make test`).
+# Each prints JSON lines: chaos one per backend, fuzz one per API surface and backend.
+CHAOS_RUNS ?= 1000
+CHAOS_KILLS ?= 10
+FUZZ_EXAMPLES ?= 10000
+
+chaos: install
+	PLAIT_CHAOS_RUNS=$(CHAOS_RUNS) PLAIT_CHAOS_KILLS=$(CHAOS_KILLS) \
+		$(BIN)/pytest -q -p no:cacheprovider --timeout=0 tests/chaos $(ARGS)
+
+fuzz: install
+	PLAIT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -p no:cacheprovider --timeout=0 tests/fuzz $(ARGS)
