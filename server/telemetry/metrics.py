@@ -8,6 +8,7 @@ when scraped (every process reports the same queues: aggregate them with max, no
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from redis.asyncio import Redis
 
 from server.history.records import Record, RunEnded, RunStarted, StepRecorded
 from server.keys import Keys
+from server.queue.flow import REASONS as WAITING_REASONS
 from server.types import RunStatus
 
 __all__ = ["CONTENT_TYPE", "Metrics", "QueueSample", "probe_queues"]
@@ -35,6 +37,8 @@ class QueueSample:
     ready: int  # runnable now, not leased
     scheduled: int  # due later: retry backoffs, sleeps
     oldest_ready_ms: int | None  # when the longest-waiting runnable job became runnable
+    # Runs flow control holds, by reason (concurrency, throttle, debounce, batch).
+    waiting: tuple[tuple[str, int], ...] = ()
 
 
 class Metrics:
@@ -71,6 +75,10 @@ class Metrics:
         self.queue_age = Gauge(
             "plait_queue_age_seconds", "How long the oldest runnable job has waited.",
             ["function_id"], registry=r)
+        self.runs_waiting = Gauge(
+            "plait_runs_waiting", "Queued runs flow control holds, by reason (concurrency, "
+            "throttle, debounce, batch): what each run's `why` says.",
+            ["function_id", "reason"], registry=r)
         self.jobs_leased = Gauge(
             "plait_jobs_leased", "Jobs leased to workers or apps right now.", registry=r)
         self.worker_connections = Gauge(
@@ -131,9 +139,11 @@ class Metrics:
         self._child(self.role_restarts, role).inc()
 
     def set_queues(self, samples: Sequence[QueueSample], leased: int, now_ms: int) -> None:
-        for gauge in (self.queue_depth, self.queue_scheduled, self.queue_age):
+        for gauge in (self.queue_depth, self.queue_scheduled, self.queue_age, self.runs_waiting):
             gauge.clear()
         for s in samples:
+            for reason, count in s.waiting:
+                self.runs_waiting.labels(s.function_id, reason).set(count)
             self.queue_depth.labels(s.function_id).set(s.ready)
             self.queue_scheduled.labels(s.function_id).set(s.scheduled)
             age_ms = 0 if s.oldest_ready_ms is None else max(0, now_ms - s.oldest_ready_ms)
@@ -155,6 +165,10 @@ async def probe_queues(
                 pipe.zrangebyscore(sk.ready(fn), "(0", now_ms, start=0, num=1, withscores=True)
         for sk in shards:
             pipe.zcard(sk.leased)
+        for fn in function_ids:
+            for sk in shards:
+                for reason in WAITING_REASONS:
+                    pipe.scard(sk.waiting(fn, reason))
         replies = await pipe.execute()
     # A new run's first job is queued at score 0 ("runnable at once"): its run's creation
     # time tells how long it has waited.
@@ -174,7 +188,15 @@ async def probe_queues(
             if first_timed and (oldest is None or first_timed[0][1] < oldest):
                 oldest = int(first_timed[0][1])
         samples.append(QueueSample(fn, ready, total - ready, oldest))
-    leased = sum(int(r) for r in replies[i:])
+    leased = sum(int(r) for r in replies[i:i + len(shards)])
+    i += len(shards)
+    for n in range(len(function_ids)):
+        counts = dict.fromkeys(WAITING_REASONS, 0)
+        for _ in shards:
+            for reason in WAITING_REASONS:
+                counts[reason] += int(replies[i])
+                i += 1
+        samples[n] = dataclasses.replace(samples[n], waiting=tuple(counts.items()))
     if creations:
         async with redis.pipeline(transaction=False) as pipe:
             for _, run_key in creations:
@@ -186,7 +208,7 @@ async def probe_queues(
             s = samples[n]
             at = int(raw)
             if s.oldest_ready_ms is None or at < s.oldest_ready_ms:
-                samples[n] = QueueSample(s.function_id, s.ready, s.scheduled, at)
+                samples[n] = dataclasses.replace(s, oldest_ready_ms=at)
     return samples, leased
 
 

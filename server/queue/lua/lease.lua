@@ -43,6 +43,7 @@ local function fail_timeout(rk, run_id, fn, app, name, limit_ms)
   redis.call('EXPIRE', rk .. ':stack', ttl)
   redis.call('ZREM', tag .. ':deadlines', run_id)
   drop_waits(rk .. ':waitrefs')
+  clear_why(rk, run_id)
   redis.call('XADD', history, '*', 'k', 'end', 'run', run_id, 'status', 'failed',
     'output', '', 'error', err, 'ts', now, 'fn', fn, 'app', app or '')
 end

@@ -114,6 +114,7 @@ local function finish(status, output, err)
   redis.call('HSET', run, 'status', status, 'ended', now, 'output', output, 'error', err)
   drop_jobs()
   drop_waits(run .. ':waitrefs')
+  if meta[6] then clear_why(run, run_id) end
   redis.call('EXPIRE', run, ttl)
   redis.call('EXPIRE', steps, ttl)
   redis.call('EXPIRE', stack, ttl)

@@ -31,6 +31,7 @@ for _, id in ipairs(ids) do
 end
 redis.call('DEL', planned)
 drop_waits(run .. ':waitrefs')
+clear_why(run, ARGV[1])
 redis.call('HSET', run, 'status', 'cancelled', 'ended', ARGV[2])
 local ttl = tonumber(ARGV[4])
 redis.call('EXPIRE', run, ttl)

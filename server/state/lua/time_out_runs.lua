@@ -27,6 +27,7 @@ for _, run_id in ipairs(redis.call('ZRANGEBYSCORE', deadlines, '-inf', now, 'LIM
     end
     redis.call('DEL', planned)
     drop_waits(run .. ':waitrefs')
+    clear_why(run, run_id)
     local err = cjson.encode({name = 'FinishTimeoutError', message =
       'the run exceeded its finish timeout of ' .. (meta[4] or '?') .. ' ms', stack = ''})
     redis.call('HSET', run, 'status', 'failed', 'ended', now, 'error', err)
