@@ -112,8 +112,10 @@ class RunControl:
         # Recorded first: a crash in between leaves a link to a run that never started,
         # never a replay that does not say what it replays.
         await store.insert_replay(self._engine, new_id, run_id, now_ms)
-        await self._queue.enqueue_runs(
+        enqueued = await self._queue.enqueue(
             [new_run(function, event.id, body, self._queue.keys.shards, run_id=new_id)], now_ms)
+        for displaced in enqueued.cancels:  # a singleton `cancel` function's active run
+            await self._cancel_run(displaced)
         self._on_enqueued()
         log.info("run.replayed", run_id=new_id, original_run_id=run_id)
         return new_id

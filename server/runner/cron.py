@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -32,7 +32,7 @@ from server.runner.flow import new_run
 from server.runner.registry import Registry
 from server.supervise import describe
 from server.tasks import raise_if_cancelling
-from server.types import CronTrigger, Event, EventId, FunctionConfig
+from server.types import CronTrigger, Event, EventId, FunctionConfig, RunId
 
 log = structlog.get_logger(__name__)
 
@@ -102,7 +102,10 @@ class Scheduler:
     def __init__(
         self, engine: AsyncEngine, redis: Redis, keys: Keys, queue: Queue, registry: Registry,
         on_enqueued: Callable[[], None], clock: Clock | None = None,
+        cancel_run: Callable[[RunId], Awaitable[object]] | None = None,
     ) -> None:
+        # The executor's cancel path, for a singleton `cancel` function's active run.
+        self._cancel_run = cancel_run
         self._engine = engine
         self._redis = redis
         self._keys = keys
@@ -176,8 +179,11 @@ class Scheduler:
             id=event_id, name=CRON_EVENT, data_json=json.dumps({"cron": schedule.spec}).encode(),
             ts_ms=tick_ms)], now_ms)
         run = new_run(fn, event_id, body, self._queue.keys.shards)
-        created = await self._queue.enqueue_runs([run], now_ms)
-        if created[0]:
+        enqueued = await self._queue.enqueue([run], now_ms)
+        for displaced in enqueued.cancels:
+            if self._cancel_run is not None:
+                await self._cancel_run(displaced)
+        if enqueued.queued[0]:
             log.info("cron.scheduled", function_id=fn.id, tick_ms=tick_ms, run_id=run.run_id)
             self._on_enqueued()
 
