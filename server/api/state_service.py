@@ -25,6 +25,7 @@ _STATUS = {
     RunStatus.COMPLETED: run_pb2.RUN_STATUS_COMPLETED,
     RunStatus.FAILED: run_pb2.RUN_STATUS_FAILED,
     RunStatus.CANCELLED: run_pb2.RUN_STATUS_CANCELLED,
+    RunStatus.SKIPPED: run_pb2.RUN_STATUS_SKIPPED,
 }
 
 

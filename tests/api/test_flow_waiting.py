@@ -11,7 +11,7 @@ import grpc
 import httpx
 import pytest
 from plait_proto.v1 import management_pb2 as pb
-from plait_proto.v1 import management_pb2_grpc, run_pb2
+from plait_proto.v1 import management_pb2_grpc, run_pb2, state_pb2, state_pb2_grpc
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
@@ -19,10 +19,13 @@ from starlette.routing import Route
 
 from server.api.inngest.rest import RestRoutes
 from server.api.management import ManagementServicer
+from server.api.state_service import StateServicer
 from server.api.waiting import WHY_FIELD, WaitingReasons
+from server.config import Settings
 from server.history import store
 from server.history.models import RUNS
 from server.keys import Keys
+from server.state import StateStore
 from server.types import (
     AppId,
     AppRegistration,
@@ -147,3 +150,24 @@ async def test_the_rest_run_and_an_events_runs_carry_the_reason(
         runs = (await client.get(f"/v1/events/{EVENT}/runs")).json()["data"]
         assert {r["run_id"]: r["waiting_reason"] for r in runs} == {
             QUEUED: WHY, HELD_NOT: None, DONE: None, SKIPPED: None}
+
+
+async def test_the_live_state_of_a_skipped_run_reads_as_skipped(redis: Redis) -> None:
+    run_id = ulid(7)
+    await redis.hset(KEYS.for_run(run_id).run(run_id), mapping={
+        "status": "skipped", "fn": "shop-f",
+        "event": '{"id":"e","name":"shop/e","data":{},"ts":1}',
+        "error": '{"name":"FlowControlSkipped","message":"rate limited","stack":""}'})
+    server = grpc.aio.server()
+    state_pb2_grpc.add_StateServiceServicer_to_server(
+        StateServicer(StateStore(redis, KEYS, Settings())), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        stub: Any = state_pb2_grpc.StateServiceStub(channel)  # type: ignore[misc]
+        reply = await stub.GetRunState(state_pb2.GetRunStateRequest(run_id=run_id))
+    finally:
+        await channel.close()
+        await server.stop(None)
+    assert reply.status == run_pb2.RUN_STATUS_SKIPPED
