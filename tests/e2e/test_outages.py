@@ -250,3 +250,16 @@ async def test_an_event_the_runner_cannot_process_does_not_stop_the_runner(
         port = plait.endpoints.http_port
         assert await eventually(lambda: _metric(http, port, "plait_events_unprocessable_total"),
                                 lambda n: n == 2, 10, "the dropped events counted") == 2
+
+
+async def test_a_worker_registering_while_redis_is_away_is_told_unavailable(
+    tmp_path: Path, private_redis: PrivateRedis, database_url: str,
+) -> None:
+    """UNAVAILABLE (retry later), not UNKNOWN: the worker's status says what happened."""
+    settings = settings_for("production", tmp_path, private_redis.url, database_url,
+                            storage_grace_s=0)
+    async with serving(settings) as plait:
+        private_redis.kill()
+        error = await _register_error(plait, "0 * * * *")
+    assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+    assert "storage is unavailable" in (error.details() or "")

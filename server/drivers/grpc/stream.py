@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import grpc
 import structlog
 from plait_proto.v1 import queue_pb2, queue_pb2_grpc
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 from ulid import ULID
 
 from server.config import Settings
@@ -175,6 +177,8 @@ class GrpcDriver(queue_pb2_grpc.QueueServiceServicer):
             conn = await self._register(request_iterator)
         except PlaitError as e:
             await context.abort(grpc_status(e), e.message)
+        except (RedisError, SQLAlchemyError, OSError) as e:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, _storage_away(e))
         except (TimeoutError, StopAsyncIteration):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 "register: the first message must be register")
@@ -192,6 +196,9 @@ class GrpcDriver(queue_pb2_grpc.QueueServiceServicer):
             await reader
         except PlaitError as e:
             await context.abort(grpc_status(e), e.message)
+        except (RedisError, OSError) as e:
+            # The worker reconnects with backoff; its held jobs come back by lease expiry.
+            await context.abort(grpc.StatusCode.UNAVAILABLE, _storage_away(e))
         finally:
             reader.cancel()
             del self._connections[conn.id]
@@ -200,7 +207,10 @@ class GrpcDriver(queue_pb2_grpc.QueueServiceServicer):
             self._telemetry.worker_connected(conn.app_id, -1)
             for job in held:
                 self._telemetry.dispatch_ended(job, "released", error="the worker disconnected")
-            await asyncio.shield(self._executor.release(held))
+            try:
+                await asyncio.shield(self._executor.release(held))
+            except (RedisError, OSError, PlaitError) as e:  # their leases expire instead
+                log.warning("worker.release_failed", connection_id=conn.id, error=repr(e))
             log.info("worker.disconnected", connection_id=conn.id, released=len(held))
 
     async def _register(
@@ -304,3 +314,7 @@ class GrpcDriver(queue_pb2_grpc.QueueServiceServicer):
 
 def _too_large(e: Undeliverable) -> RunFailed:
     return RunFailed(ErrorInfo("JobTooLargeError", str(e)), non_retriable=True)
+
+
+def _storage_away(error: Exception) -> str:
+    return f"storage is unavailable, reconnect later: {type(error).__name__}: {error}"[:500]
