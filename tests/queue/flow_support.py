@@ -4,6 +4,7 @@ made as the runner makes them (server/runner/flow.py), and the queue and state s
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -70,7 +71,8 @@ def function(fn_id: str, flow: FlowControl) -> FunctionConfig:
 
 
 def event(data: dict[str, Any], at: int = NOW) -> tuple[str, bytes]:
-    event_id = str(ULID.from_timestamp(at / 1000))
+    # The event's ms exactly (a float timestamp can round): runs order by their event time.
+    event_id = str(ULID.from_bytes(at.to_bytes(6, "big") + os.urandom(10)))
     body = json.dumps({"id": event_id, "name": "e", "data": data, "ts": at},
                       separators=(",", ":")).encode()
     return event_id, body

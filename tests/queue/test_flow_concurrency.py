@@ -14,6 +14,7 @@ from server.types import (
     Sleep,
     StepCompleted,
     StepId,
+    StepsPlanned,
 )
 from tests.queue.flow_support import LEASE_MS, NOW, function, make_flow, redis, run_of
 
@@ -26,10 +27,10 @@ KEYED_1 = FlowControl(concurrency=(ConcurrencyLimit(1, key="event.data.user"),))
 async def test_the_lease_script_alone_never_leases_past_the_limit(redis: Redis) -> None:
     flow = make_flow(redis)
     fn = function("fn", LIMIT_2)
-    runs = [run_of(fn, {"n": i}) for i in range(10)]
+    runs = [run_of(fn, {"n": i}, at=NOW + i) for i in range(10)]
     await flow.queue.enqueue_runs(runs, NOW)
     first = await flow.lease(fn)
-    assert len(first) == 2
+    assert [j.run_id for j in first] == [runs[0].run_id, runs[1].run_id]
     assert await flow.lease(fn) == []
     assert await flow.lease(fn, now=NOW + 1000) == []
     waiting = await flow.run_hash(runs[9].run_id)
@@ -157,3 +158,27 @@ async def test_an_env_scoped_key_is_shared_by_two_functions(redis: Redis) -> Non
     first = next(j for j in jobs if j.run_id == a.run_id)
     await flow.state.apply([(first, RunCompleted(b"1"))], NOW + 3, relock=False)
     assert [j.run_id for j in await flow.lease(f1, f2, now=NOW + 4)] == [b.run_id]
+
+
+async def test_parallel_steps_each_take_a_slot_and_the_main_job_is_admitted_again(
+        redis: Redis) -> None:
+    flow = make_flow(redis)
+    fn = function("fn", FlowControl(concurrency=(ConcurrencyLimit(1),)))
+    run = run_of(fn)
+    await flow.queue.enqueue_runs([run], NOW)
+    (main,) = await flow.lease(fn)
+    await flow.state.apply([(main, StepsPlanned((StepId("a"), StepId("b"))))], NOW + 1,
+                           relock=True)
+    (first,) = await flow.lease(fn, now=NOW + 2)
+    assert await flow.lease(fn, now=NOW + 2) == []
+    await flow.state.apply([(first, StepCompleted(StepId(first.target_step), "s", b"1"))],
+                           NOW + 3, relock=True)
+    (second,) = await flow.lease(fn, now=NOW + 4)
+    (applied,) = await flow.state.apply([(second, StepCompleted(StepId(second.target_step),
+                                                                "s", b"2"))],
+                                        NOW + 5, relock=True)
+    # The last planned step ended: the main job is not relocked past the limit but queued
+    # for the lease script, which admits it (the slot is free).
+    assert applied.next_job is None
+    (again,) = await flow.lease(fn, now=NOW + 6)
+    assert again.job_id == run.run_id and set(again.steps) == {"a", "b"}

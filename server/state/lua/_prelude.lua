@@ -33,6 +33,12 @@ if meta[1] ~= 'running' then
 end
 local max_attempts = tonumber(meta[2])
 
+-- Frees job `id`'s concurrency slots (_flow.lua); only runs with flow control (`flow`) have
+-- any, so other runs skip even the field read.
+local function release_slots(id)
+  if meta[6] then free_slots(job_prefix, id) end
+end
+
 -- The attempt's function, app, lease and times, for its spans (server/telemetry/spans.py):
 -- `ready` is '' when the job was relocked, i.e. it never waited in a ready set.
 local function attempt_fields()
@@ -60,7 +66,7 @@ local function continue_job(key, id, step, at, next_attempt)
       meta[7] or ''}
   end
   redis.call('HSET', key, 'lease', '', 'attempt', next_attempt)
-  free_slots(job_prefix, id)
+  release_slots(id)
   redis.call('ZREM', leased, id)
   redis.call('ZADD', ready, at, id)
   return 1
@@ -78,7 +84,7 @@ local function advance()
     return continue_at(now, 0)
   end
   redis.call('SREM', planned, target)
-  free_slots(job_prefix, job_id)
+  release_slots(job_id)
   redis.call('ZREM', leased, job_id)
   redis.call('DEL', job)
   if redis.call('SCARD', planned) > 0 then
@@ -92,7 +98,7 @@ local function drop_jobs()
   if redis.call('EXISTS', planned) == 1 then
     for _, step_id in ipairs(redis.call('SMEMBERS', planned)) do
       local id = run_id .. ':' .. step_id
-      free_slots(job_prefix, id)
+      release_slots(id)
       redis.call('ZREM', ready, id)
       redis.call('ZREM', leased, id)
       redis.call('DEL', job_prefix .. id)
@@ -100,12 +106,12 @@ local function drop_jobs()
     redis.call('DEL', planned)
   end
   if target ~= '' then
-    free_slots(job_prefix, run_id)
+    release_slots(run_id)
     redis.call('ZREM', ready, run_id)
     redis.call('ZREM', leased, run_id)
     redis.call('DEL', job_prefix .. run_id)
   end
-  free_slots(job_prefix, job_id)
+  release_slots(job_id)
   redis.call('ZREM', leased, job_id)
   redis.call('DEL', job)
 end

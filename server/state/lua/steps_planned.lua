@@ -20,6 +20,6 @@ if redis.call('SCARD', planned) == 0 then
   return continue_at(now, 0)
 end
 redis.call('HSET', job, 'lease', '', 'attempt', 0)
-free_slots(job_prefix, job_id)
+release_slots(job_id)
 redis.call('ZREM', leased, job_id)
 return 1
