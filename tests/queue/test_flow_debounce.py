@@ -48,3 +48,16 @@ async def test_debounce_is_per_key(redis: Redis) -> None:
     fn = function("fn", DEBOUNCE)
     runs = [run_of(fn, {"user": u}, at=NOW + i) for i, u in enumerate("aba")]
     assert (await flow.queue.enqueue(runs, NOW)).codes == [CREATED, CREATED, MERGED]
+
+
+async def test_the_run_is_recorded_again_with_the_event_it_takes(redis: Redis) -> None:
+    flow = make_flow(redis)
+    fn = function("fn", DEBOUNCE)
+    first = run_of(fn, {"user": "a", "n": 1})
+    second = run_of(fn, {"user": "a", "n": 2}, at=NOW + 500)
+    await flow.queue.enqueue([first], NOW)
+    await flow.queue.enqueue([second], NOW + 500)
+    entries = await flow.redis.xrange(flow.shard().history)
+    records = [{k.decode(): v.decode() for k, v in f.items()} for _, f in entries]
+    assert [(r["run"], r["event"], r["ts"]) for r in records if r["k"] == "run"] == [
+        (first.run_id, first.event_id, str(NOW)), (first.run_id, second.event_id, str(NOW))]

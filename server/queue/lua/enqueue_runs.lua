@@ -86,8 +86,9 @@ for i = 4, #ARGV, 13 do
         if d[3] > 0 then due = math.min(due, first + d[3]) end
         redis.call('HSET', target, 'event', event)
         redis.call('ZADD', ready, due, target_id)
+        -- History links the run to the event it runs with (its creation time unchanged).
         redis.call('XADD', history, '*', 'k', 'run', 'run', target_id, 'fn', fn, 'app', app,
-          'event', event_id, 'ts', now)
+          'event', event_id, 'ts', redis.call('HGET', target, 'created'))
         code = 3
       else
         at = now + d[2]
