@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +83,8 @@ class Report:
     seed: int
     runs: int = 0  # acknowledged trigger events
     child_runs: int = 0
+    duplicate_children: int = 0  # invoked runs beyond one per invoking run
+    duplicate_runs: int = 0  # runs beyond one per idempotency key (a retried send)
     kills: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KILL_KINDS, 0))
     crashes: dict[str, int] = field(default_factory=lambda: {"server": 0, "worker": 0})
     lost_events: int = 0
@@ -93,6 +95,7 @@ class Report:
     double_commits: int = 0
     duplicates_in_flight: int = 0
     signals: int = 0
+    unknown_errors: int = 0  # UNKNOWN / INTERNAL answers to the driver's calls (reported only)
     seconds: float = 0.0
     samples: list[str] = field(default_factory=list)  # the first faults, for the finding
 
@@ -331,14 +334,21 @@ class Chaos:
     # Load.
 
     async def _send(self, name: str, data: dict[str, Any]) -> str:
-        """Sends until acknowledged; an unacknowledged attempt may still have been stored."""
-        request = event_pb2.SendEventsRequest(events=[
-            event_pb2.EventInput(name=name, data_json=json.dumps(data).encode())])
+        """Sends until acknowledged. An unacknowledged attempt may still have been stored: the
+        idempotency key makes the retries of one event start one run at most."""
+        request = event_pb2.SendEventsRequest(events=[event_pb2.EventInput(
+            name=name, data_json=json.dumps(data).encode(),
+            idempotency_key=f"chaos-{self.cfg.seed}-{name}-{data['n']}")])
         while True:
             try:
                 reply = await _call(lambda: self.client.events.SendEvents(request))
                 return str(reply.ids[0])
-            except (grpc.aio.AioRpcError, TimeoutError):
+            except grpc.aio.AioRpcError as e:
+                if e.code() in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL):
+                    self.report.unknown_errors += 1
+                    self.report.note(f"SendEvents answered {e.code().name}: {e.details()}"[:300])
+                await asyncio.sleep(0.1)
+            except TimeoutError:
                 await asyncio.sleep(0.1)
 
     async def _load(self) -> None:
@@ -420,9 +430,15 @@ class Chaos:
                 r.lost_runs += 1
                 r.note(f"event {event_id} ({kind} {n}) has no run")
         executions = _side_effects(self.side_effects)
+        children: Counter[str] = Counter()
+        per_key: Counter[tuple[str, int]] = Counter()
         for run in runs:
+            data = await self._data_of(run.event_id)
             if run.function_id == "chaos-child":
                 r.child_runs += 1
+                children[data.get("_inngest", {}).get("source_run_id", "")] += 1
+            else:
+                per_key[(run.function_id, int(data.get("n", -1)))] += 1
             if run.status not in TERMINAL:
                 r.stuck += 1
                 r.note(f"run {run.id} ({run.function_id}) stuck in "
@@ -434,6 +450,20 @@ class Chaos:
                        f"{run_pb2.RunStatus.Name(run.status)}: {run.error.message[:300]}")
             full = await _call(lambda run_id=run.id: self.client.run(run_id))  # type: ignore[misc]
             self._check_steps(full, executions.get(run.id, {}))
+        for parent, count in children.items():
+            if count > 1:
+                r.duplicate_children += count - 1
+                r.note(f"the invoke of run {parent} started {count} child runs")
+        for (function_id, n), count in per_key.items():
+            if count > 1:
+                r.duplicate_runs += count - 1
+                r.note(f"{function_id} n={n}: {count} runs for one idempotency key")
+
+    async def _data_of(self, event_id: str) -> dict[str, Any]:
+        reply = await _call(lambda: self.client.management.GetEvent(
+            management_pb2.GetEventRequest(event_id=event_id)))
+        data = json.loads(reply.event.data_json or b"{}")
+        return data if isinstance(data, dict) else {}
 
     def _check_steps(self, run: run_pb2.Run, started: dict[str, list[int]]) -> None:
         r = self.report

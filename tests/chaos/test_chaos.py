@@ -37,6 +37,7 @@ async def test_runs_survive_kill_9_of_server_worker_and_redis_with_nothing_lost_
     assert report.kills == {"server": KILLS, "worker": KILLS, "redis": KILLS}, said
     assert (report.lost, report.stuck, report.failed) == (0, 0, 0), said
     assert (report.rerun_after_commit, report.double_commits) == (0, 0), said
+    assert (report.duplicate_runs, report.duplicate_children) == (0, 0), said
     assert report.crashes == {"server": 0, "worker": 0}, said
 
 
