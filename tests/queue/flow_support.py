@@ -65,9 +65,10 @@ def make_flow(redis: Redis, shards: int = 1) -> Flow:
                 StateStore(redis, keys, Settings(backoff_base_ms=100)))
 
 
-def function(fn_id: str, flow: FlowControl) -> FunctionConfig:
+def function(fn_id: str, flow: FlowControl, start_timeout_ms: int = 0) -> FunctionConfig:
     return FunctionConfig(id=FunctionId(fn_id), app_id=AppId("app"), slug=fn_id, name=fn_id,
-                          triggers=(EventTrigger("e"),), flow=flow)
+                          triggers=(EventTrigger("e"),), flow=flow,
+                          start_timeout_ms=start_timeout_ms)
 
 
 def event(data: dict[str, Any], at: int = NOW) -> tuple[str, bytes]:

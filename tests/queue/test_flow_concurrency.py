@@ -182,3 +182,20 @@ async def test_parallel_steps_each_take_a_slot_and_the_main_job_is_admitted_agai
     assert applied.next_job is None
     (again,) = await flow.lease(fn, now=NOW + 6)
     assert again.job_id == run.run_id and set(again.steps) == {"a", "b"}
+
+
+async def test_a_run_waiting_for_a_slot_past_its_start_timeout_fails(redis: Redis) -> None:
+    flow = make_flow(redis)
+    fn = function("fn", FlowControl(concurrency=(ConcurrencyLimit(1),)), start_timeout_ms=1000)
+    runs = [run_of(fn, {"n": i}, at=NOW + i) for i in range(3)]
+    await flow.queue.enqueue_runs(runs, NOW)
+    (held,) = await flow.lease(fn)
+    assert await flow.lease(fn, now=NOW + 1000) == []
+    assert await flow.lease(fn, now=NOW + 1001) == []
+    for run in runs[1:]:
+        state = await flow.run_hash(run.run_id)
+        assert state["status"] == "failed" and "StartTimeoutError" in state["error"]
+        assert "why" not in state
+    # The failed waiters are gone from the key's waiting set: the freed slot wakes nobody.
+    await flow.state.apply([(held, RunCompleted(b"1"))], NOW + 1002, relock=False)
+    assert await flow.lease(fn, now=NOW + 1003) == []

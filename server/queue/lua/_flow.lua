@@ -5,8 +5,10 @@
 -- Concurrency: a job holding slots lists them in its hash's `slots` ("<held> <waiting> ..."),
 -- members of each key's held zset (scored by lease expiry when taken, re-checked against the
 -- leased zset once past it). A job blocked by a full key waits in that key's waiting zset
--- (scored by its ready score) and at PARKED in its ready set (so cancel and bulk cancel still
--- find it, and the lease scan never meets it). Freeing a slot wakes the first waiter.
+-- (scored by its ready score) and stays in its ready set (so cancel and bulk cancel still find
+-- it) at PARKED, where the lease scan never meets it, or, for a queued run with a start
+-- timeout, just past its `start_by`, where the scan fails it. Its hash's `parked` names the
+-- ready set while it waits. Freeing a slot wakes the first waiter.
 local PARKED = 9e15
 
 -- Slots of `held` taken now. A member whose recorded expiry has passed is kept only while
@@ -36,8 +38,7 @@ local function wake_one(waiting, job_prefix)
     local jk = job_prefix .. id
     local ready = redis.call('HGET', jk, 'parked')
     if ready then
-      local at = redis.call('ZSCORE', ready, id)
-      if at and tonumber(at) >= PARKED then
+      if redis.call('ZSCORE', ready, id) then
         redis.call('HDEL', jk, 'parked')
         redis.call('ZADD', ready, score, id)
         return 1

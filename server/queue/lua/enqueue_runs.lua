@@ -33,14 +33,17 @@ local function skip(run, run_id, fn, app, event, event_id, why)
   return 2
 end
 
--- The queued run `target_id` whose job still waits in `ready` (not leased, not parked), or nil.
+-- The queued run `target_id` whose job still waits in `ready` (not leased, not parked for a
+-- concurrency slot), or nil.
 local function waiting_run(target_id, ready)
   if not target_id then return nil end
   local run = tag .. ':run:' .. target_id
   if redis.call('HGET', run, 'status') ~= 'queued' then return nil end
-  local score = tonumber(redis.call('ZSCORE', ready, target_id))
-  if not score or score >= PARKED then return nil end
-  return run, score
+  if not redis.call('ZSCORE', ready, target_id)
+      or redis.call('HEXISTS', tag .. ':job:' .. target_id, 'parked') == 1 then
+    return nil
+  end
+  return run
 end
 
 local function active(run_id)

@@ -51,13 +51,14 @@ local job_prefix = tag .. ':job:'
 local budget = remaining * 4 + 64
 
 -- Whether the job may be leased now under its run's flow control (see the header).
-local function admit(spec, id, jk, ready, score, rk, run_id, first)
+local function admit(spec, id, jk, ready, score, rk, run_id, first, start_by)
   local c = spec.c
   if c then
     for k, lim in ipairs(c) do
       if held_count(lim[1], leased, now) >= lim[3] then
         redis.call('ZADD', lim[2], score, id)
-        redis.call('ZADD', ready, PARKED, id)
+        -- A run that must start by `start_by` is met again then, and fails if still waiting.
+        redis.call('ZADD', ready, (first and start_by > 0) and start_by + 1 or PARKED, id)
         redis.call('HSET', jk, 'parked', ready)
         set_why(rk, run_id, lim[4], spec.wc)
         -- A job woken by another of its keys gives that key's room to its next waiter.
@@ -93,6 +94,7 @@ local function took(spec, id, jk, rk, run_id)
     end
     redis.call('HSET', jk, 'slots', table.concat(slots, ' '))
   end
+  redis.call('HDEL', jk, 'parked')
   clear_why(rk, run_id)
   return redis.call('HGET', rk, 'events') or ''
 end
@@ -126,7 +128,7 @@ while remaining > 0 and #active > 0 and budget > 0 do
         fail_timeout(rk, job[1], job[2], run[8], 'FinishTimeoutError', tonumber(run[7]) or 0)
       elseif (run[1] == 'queued' or run[1] == 'running') and spec
           and not admit(spec, id, jk, ready, tonumber(ids[j + 1]), rk, job[1],
-            run[1] == 'queued') then
+            run[1] == 'queued', start_by) then
         -- Held by flow control: admit parked it or scored it later; nothing more to do.
       elseif run[1] == 'queued' or run[1] == 'running' then
         local lease = tostring(redis.call('INCR', counter))
