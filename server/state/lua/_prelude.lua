@@ -38,6 +38,8 @@ local max_attempts = tonumber(meta[2])
 local function release_slots(id)
   if meta[6] then free_slots(job_prefix, id) end
 end
+-- Whether the run has concurrency limits (lease.lua must admit its other jobs).
+local limited = meta[6] and string.find(meta[6], '"c":', 1, true)
 
 -- The attempt's function, app, lease and times, for its spans (server/telemetry/spans.py):
 -- `ready` is '' when the job was relocked, i.e. it never waited in a ready set.
@@ -58,7 +60,7 @@ end
 -- events}. The same job keeps its concurrency slots; another job of a flow-controlled run
 -- (the main job after its planned steps) is queued instead, for lease.lua to admit.
 local function continue_job(key, id, step, at, next_attempt)
-  if relock_expires > 0 and at <= now and (id == job_id or not meta[6]) then
+  if relock_expires > 0 and at <= now and (id == job_id or not limited) then
     local lease = tostring(redis.call('INCR', counter))
     redis.call('HSET', key, 'lease', lease, 'attempt', next_attempt, 'ready', '', 'leased', now)
     redis.call('ZADD', leased, relock_expires, id)
