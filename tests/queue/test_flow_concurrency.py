@@ -199,3 +199,18 @@ async def test_a_run_waiting_for_a_slot_past_its_start_timeout_fails(redis: Redi
     # The failed waiters are gone from the key's waiting set: the freed slot wakes nobody.
     await flow.state.apply([(held, RunCompleted(b"1"))], NOW + 1002, relock=False)
     assert await flow.lease(fn, now=NOW + 1003) == []
+
+
+async def test_a_waiter_woken_by_one_key_and_held_by_another_passes_the_room_on(
+        redis: Redis) -> None:
+    flow = make_flow(redis)
+    fn = function("fn", FlowControl(concurrency=(
+        ConcurrencyLimit(2), ConcurrencyLimit(1, key="event.data.user"))))
+    a1, b1, a2, c1 = (run_of(fn, {"user": u}, at=NOW + i) for i, u in enumerate("abac"))
+    await flow.queue.enqueue_runs([a1, b1, a2, c1], NOW)
+    jobs = await flow.lease(fn)
+    assert [j.run_id for j in jobs] == [a1.run_id, b1.run_id]
+    await flow.state.apply([(jobs[1], RunCompleted(b"1"))], NOW + 1, relock=False)
+    # b1's slot wakes a2, which user a's limit holds (a1 runs): the room goes to c1.
+    assert [j.run_id for j in await flow.lease(fn, now=NOW + 2)] == [c1.run_id]
+    assert (await flow.run_hash(a2.run_id))["why"] == 'concurrency limit on key "a"'

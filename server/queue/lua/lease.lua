@@ -49,6 +49,7 @@ local function fail_timeout(rk, run_id, fn, app, name, limit_ms)
 end
 local job_prefix = tag .. ':job:'
 local budget = remaining * 4 + 64
+local woke = false  -- admit put a waiter back in this pass: scan the function again
 
 -- Whether the job may be leased now under its run's flow control (see the header).
 local function admit(spec, id, jk, ready, score, rk, run_id, first, start_by)
@@ -63,8 +64,9 @@ local function admit(spec, id, jk, ready, score, rk, run_id, first, start_by)
         set_why(rk, run_id, lim[4], spec.wc)
         -- A job woken by another of its keys gives that key's room to its next waiter.
         for k2, other in ipairs(c) do
-          if k2 ~= k and held_count(other[1], leased, now) < other[3] then
-            wake_one(other[2], job_prefix)
+          if k2 ~= k and held_count(other[1], leased, now) < other[3]
+              and wake_one(other[2], job_prefix) == 1 then
+            woke = true
           end
         end
         return false
@@ -107,6 +109,7 @@ while remaining > 0 and #active > 0 and budget > 0 do
     if remaining <= 0 then break end
     local take = math.min(chunk, caps[i], remaining)
     local ready = KEYS[3 + i]
+    woke = false
     local ids = redis.call('ZRANGEBYSCORE', ready, '-inf', now, 'WITHSCORES', 'LIMIT', 0, take)
     budget = budget - #ids / 2
     for j = 1, #ids, 2 do
@@ -160,7 +163,7 @@ while remaining > 0 and #active > 0 and budget > 0 do
         redis.call('DEL', jk)
       end
     end
-    if #ids == 2 * take and caps[i] > 0 then still[#still + 1] = i end
+    if (#ids == 2 * take or woke) and caps[i] > 0 then still[#still + 1] = i end
   end
   active = still
 end
