@@ -59,3 +59,13 @@ async def test_an_event_the_batch_if_refuses_runs_alone_at_once(redis: Redis) ->
     assert (await flow.queue.enqueue(runs, NOW)).codes == [CREATED, CREATED, MERGED]
     (job,) = await flow.lease(fn)
     assert job.run_id == runs[0].run_id and _data(job.events) == [0]
+
+
+async def test_an_event_read_again_after_a_crash_is_not_batched_twice(redis: Redis) -> None:
+    flow = make_flow(redis)
+    fn = function("fn", FlowControl(batch=BatchConfig(max_size=3, timeout_ms=1000)))
+    runs = [run_of(fn, {"n": i}, at=NOW + i) for i in range(2)]
+    await flow.queue.enqueue(runs, NOW)
+    assert (await flow.queue.enqueue(runs, NOW + 5)).codes == [0, MERGED]
+    (job,) = await flow.lease(fn, now=NOW + 1000)
+    assert _data(job.events) == [0, 1]

@@ -103,7 +103,11 @@ for i = 4, #ARGV, 13 do
       local b = spec.b
       local target_id = b[1] ~= '' and redis.call('GET', b[1]) or nil
       local target = waiting_run(target_id, ready)
-      if target and (tonumber(redis.call('HGET', target, 'batch_n')) or b[2]) < b[2] then
+      local seen = target and redis.call('HGET', target, 'batch_ids') or ''
+      if target and string.find(seen, event_id, 1, true) then
+        code = 3  -- this event was added already (the runner read it again after a crash)
+      elseif target and (tonumber(redis.call('HGET', target, 'batch_n')) or b[2]) < b[2] then
+        redis.call('HSET', target, 'batch_ids', seen .. ' ' .. event_id)
         local events = redis.call('HGET', target, 'events')
         local n = redis.call('HINCRBY', target, 'batch_n', 1)
         redis.call('HSET', target, 'events', string.sub(events, 1, -2) .. ',' .. event .. ']')
@@ -121,7 +125,7 @@ for i = 4, #ARGV, 13 do
         else
           at = now
         end
-        fields = {'events', '[' .. event .. ']', 'batch_n', 1}
+        fields = {'events', '[' .. event .. ']', 'batch_n', 1, 'batch_ids', event_id}
       end
     end
   end
