@@ -61,3 +61,17 @@ async def test_the_run_is_recorded_again_with_the_event_it_takes(redis: Redis) -
     records = [{k.decode(): v.decode() for k, v in f.items()} for _, f in entries]
     assert [(r["run"], r["event"], r["ts"]) for r in records if r["k"] == "run"] == [
         (first.run_id, first.event_id, str(NOW)), (first.run_id, second.event_id, str(NOW))]
+
+
+async def test_an_older_event_read_again_after_a_crash_does_not_replace_a_later_one(
+        redis: Redis) -> None:
+    flow = make_flow(redis)
+    fn = function("fn", DEBOUNCE)
+    first = run_of(fn, {"user": "a", "n": 1})
+    second = run_of(fn, {"user": "a", "n": 2}, at=NOW + 500)
+    await flow.queue.enqueue([first, second], NOW + 500)
+    assert (await flow.queue.enqueue([second], NOW + 600)).codes == [MERGED]
+    assert (await flow.queue.enqueue([first], NOW + 700)).codes == [0]
+    assert await flow.score(fn, first.run_id) == NOW + 1500
+    (job,) = await flow.lease(fn, now=NOW + 1500)
+    assert json.loads(job.event_json)["data"]["n"] == 2

@@ -82,8 +82,14 @@ for i = 4, #ARGV, 13 do
       local d = spec.d
       local target_id = redis.call('GET', d[1])
       local target = waiting_run(target_id, ready)
-      if target then
+      local last = target and redis.call('HGET', target, 'debounce_last')
+      if last and event_id <= last then
+        -- An event read again after a crash, or older than the one the run has (event ids
+        -- are ULIDs, ordered by time): the run keeps the latest.
+        code = 3
+      elseif target then
         -- The last event wins: the queued run takes it and waits a quiet period again.
+        redis.call('HSET', target, 'debounce_last', event_id)
         local first = tonumber(redis.call('HGET', target, 'debounce_first')) or now
         local due = now + d[2]
         if d[3] > 0 then due = math.min(due, first + d[3]) end
@@ -97,7 +103,7 @@ for i = 4, #ARGV, 13 do
         at = now + d[2]
         if d[3] > 0 then at = math.min(at, now + d[3]) end
         redis.call('SET', d[1], run_id, 'PX', math.max(d[2], d[3]) + 60000)
-        fields = {'debounce_first', now}
+        fields = {'debounce_first', now, 'debounce_last', event_id}
       end
     elseif code == 1 and spec.b then
       local b = spec.b
