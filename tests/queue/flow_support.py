@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 from redis.asyncio import Redis
 from ulid import ULID
 
@@ -22,13 +20,6 @@ from server.types import AppId, EventTrigger, FlowControl, FunctionConfig, Funct
 
 NOW = 1_700_000_000_000
 LEASE_MS = 5000
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 @dataclass

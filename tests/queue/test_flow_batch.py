@@ -10,9 +10,7 @@ from redis.asyncio import Redis
 
 from server.queue.queue import CREATED, MERGED
 from server.types import BatchConfig, FlowControl, StepCompleted, StepId
-from tests.queue.flow_support import NOW, function, make_flow, redis, run_of
-
-__all__ = ["redis"]
+from tests.queue.flow_support import NOW, function, make_flow, run_of
 
 
 def _data(events: tuple[bytes, ...]) -> list[object]:

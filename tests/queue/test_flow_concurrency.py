@@ -16,9 +16,7 @@ from server.types import (
     StepId,
     StepsPlanned,
 )
-from tests.queue.flow_support import LEASE_MS, NOW, function, make_flow, redis, run_of
-
-__all__ = ["redis"]
+from tests.queue.flow_support import LEASE_MS, NOW, function, make_flow, run_of
 
 LIMIT_2 = FlowControl(concurrency=(ConcurrencyLimit(2),))
 KEYED_1 = FlowControl(concurrency=(ConcurrencyLimit(1, key="event.data.user"),))

@@ -9,9 +9,7 @@ from redis.asyncio import Redis
 
 from server.queue.queue import CREATED, MERGED
 from server.types import DebounceConfig, FlowControl
-from tests.queue.flow_support import NOW, function, make_flow, redis, run_of
-
-__all__ = ["redis"]
+from tests.queue.flow_support import NOW, function, make_flow, run_of
 
 DEBOUNCE = FlowControl(debounce=DebounceConfig(period_ms=1000, key="event.data.user",
                                                timeout_ms=2500))

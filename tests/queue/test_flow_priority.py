@@ -6,9 +6,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from server.types import FlowControl
-from tests.queue.flow_support import NOW, function, make_flow, redis, run_of
-
-__all__ = ["redis"]
+from tests.queue.flow_support import NOW, function, make_flow, run_of
 
 
 async def test_higher_priority_runs_lease_first(redis: Redis) -> None:

@@ -17,9 +17,7 @@ from server.types import (
     FlowControl,
     RunCompleted,
 )
-from tests.queue.flow_support import NOW, event, function, make_flow, redis, run_of
-
-__all__ = ["redis"]
+from tests.queue.flow_support import NOW, event, function, make_flow, run_of
 
 SHARDS = 4
 

@@ -7,9 +7,7 @@ from redis.asyncio import Redis
 
 from server.queue.queue import CREATED, SKIPPED
 from server.types import FlowControl, RunCompleted, SingletonConfig, SingletonMode
-from tests.queue.flow_support import NOW, function, make_flow, redis, run_of
-
-__all__ = ["redis"]
+from tests.queue.flow_support import NOW, function, make_flow, run_of
 
 
 async def test_skip_mode_skips_while_a_run_of_the_key_is_active(redis: Redis) -> None:

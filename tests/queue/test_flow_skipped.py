@@ -9,9 +9,7 @@ from redis.asyncio import Redis
 
 from server.queue.queue import CREATED, SKIPPED
 from server.types import FlowControl, RateLimitConfig
-from tests.queue.flow_support import NOW, Flow, function, make_flow, redis, run_of
-
-__all__ = ["redis"]
+from tests.queue.flow_support import NOW, Flow, function, make_flow, run_of
 
 
 async def _history(flow: Flow, run_id: str) -> list[dict[str, str]]:

@@ -6,9 +6,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from server.types import FlowControl, RunCompleted, StepCompleted, StepId, ThrottleConfig
-from tests.queue.flow_support import NOW, function, make_flow, redis, run_of
-
-__all__ = ["redis"]
+from tests.queue.flow_support import NOW, function, make_flow, run_of
 
 
 async def test_throttled_runs_are_spaced_by_the_period_in_order(redis: Redis) -> None:

@@ -7,9 +7,7 @@ from redis.asyncio import Redis
 
 from server.telemetry.metrics import Metrics, probe_queues
 from server.types import ConcurrencyLimit, DebounceConfig, FlowControl, RunCompleted
-from tests.queue.flow_support import NOW, function, make_flow, redis, run_of
-
-__all__ = ["redis"]
+from tests.queue.flow_support import NOW, function, make_flow, run_of
 
 
 async def test_the_gauge_counts_held_runs_by_reason_until_they_lease_or_end(
