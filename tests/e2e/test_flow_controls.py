@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 from plait import (
     App,
@@ -148,26 +150,41 @@ async def test_an_env_scoped_key_is_one_limit_shared_by_two_functions(plait: Run
     assert max_overlap(got) == 1, got
 
 
-async def test_throttle_starts_runs_at_its_rate_and_drops_none(plait: Running) -> None:
+THROTTLE_LIMIT, THROTTLE_PERIOD_S = 4, 1.0  # a start every 250 ms
+
+
+async def _throttled(plait: Running) -> Recorder:
     app = App("flow-th")
     rec = Recorder()
-    limit, period_s = 4, 1.0  # a start every 250 ms
 
-    @app.function("paced", trigger=TriggerEvent("flow-th/go"),
-                  throttle=Throttle(limit=limit, period=timedelta(seconds=period_s)))
+    @app.function("paced", trigger=TriggerEvent("flow-th/go"), throttle=Throttle(
+        limit=THROTTLE_LIMIT, period=timedelta(seconds=THROTTLE_PERIOD_S)))
     async def paced(ctx: Context, step: Step) -> None:
         async def work() -> None:
-            await rec.hold(ctx.run_id, "", 0.01)
+            await rec.hold(ctx.run_id, "", 0.01, ctx.event.data["n"])
 
         await step.run("work", work)
 
     async with running_worker(app, plait.client):
         ids = await plait.client.send_many("flow-th/go", [{"n": n} for n in range(10)])
         statuses = await _statuses(plait.client, ids)
-
     assert statuses == [[COMPLETED]] * 10
+    return rec
+
+
+async def test_throttle_starts_runs_at_its_rate_and_drops_none(plait: Running) -> None:
+    rec = await _throttled(plait)
     rate = steady_rate_per_s([i.start for i in rec.intervals()])
-    assert abs(rate - limit / period_s) <= 0.1 * limit / period_s, rate
+    wanted = THROTTLE_LIMIT / THROTTLE_PERIOD_S
+    assert abs(rate - wanted) <= 0.1 * wanted, rate
+
+
+@pytest.mark.xfail(strict=False, reason="issue 12: runs of one SendEvents request tie at score "
+                   "0 and lease in run-id order, so a throttle delays them out of event order")
+async def test_throttled_runs_start_in_the_order_of_their_events(plait: Running) -> None:
+    rec = await _throttled(plait)
+    started = [i.data for i in sorted(rec.intervals(), key=lambda i: i.start)]
+    assert started == list(range(10))
 
 
 async def _skipped_and_ran(plait: Running, app: App, rec: Recorder, event: str,
@@ -434,3 +451,53 @@ async def test_a_queued_run_says_which_concurrency_key_holds_it(plait: Running) 
     assert waiting.waiting_reason == 'concurrency limit on key "cust-7"'
     assert done.status == COMPLETED and not done.waiting_reason
     assert json.loads(done.output_json) == "cust-7"
+
+
+def _waiting_gauge(text: str, function_id: str) -> dict[str, float]:
+    """The function's non-zero plait_runs_waiting samples, by reason."""
+    pattern = re.compile(r'^plait_runs_waiting\{([^}]*)\} (\S+)$', re.MULTILINE)
+    out = {}
+    for labels, value in pattern.findall(text):
+        fields = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        if fields.get("function_id") == function_id and float(value):
+            out[fields["reason"]] = float(value)
+    return out
+
+
+async def test_queued_runs_say_they_are_debouncing_batching_or_throttled_and_metrics_count_them(
+    plait: Running,
+) -> None:
+    app = App("flow-why2")
+
+    async def body(ctx: Context, step: Step) -> None:
+        return None
+
+    app.function("deb", trigger=TriggerEvent("flow-why2/deb"),
+                 debounce=Debounce(period=timedelta(seconds=60)))(body)
+    app.function("bat", trigger=TriggerEvent("flow-why2/bat"),
+                 batch_events=Batch(max_size=5, timeout=timedelta(seconds=60)))(body)
+    app.function("thr", trigger=TriggerEvent("flow-why2/thr"),
+                 throttle=Throttle(limit=1, period=timedelta(seconds=60)))(body)
+
+    async def reason(event_id: str) -> str:
+        found = await _runs_of(plait.client, event_id)
+        return found[0].waiting_reason if found else ""
+
+    async with running_worker(app, plait.client):
+        deb = await plait.client.send("flow-why2/deb", {})
+        bat = (await plait.client.send_many("flow-why2/bat", [{}, {}]))[0]
+        first = await plait.client.send("flow-why2/thr", {})
+        await plait.client.finished_run_of(first)
+        held = await plait.client.send("flow-why2/thr", {})
+        assert await eventually(lambda: reason(deb), bool, 20, "debouncing") == "debouncing"
+        assert await eventually(lambda: reason(bat), lambda r: r == "batching (2 of 5)", 20,
+                                "batching")
+        throttled = await eventually(lambda: reason(held), bool, 20, "throttled")
+        url = f"http://127.0.0.1:{plait.endpoints.http_port}/metrics"
+        async with httpx.AsyncClient(timeout=10) as http:
+            text = (await http.get(url)).text
+
+    assert re.fullmatch(r"throttled until \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", throttled), (
+        throttled)
+    assert {f: _waiting_gauge(text, f"flow-why2-{f}") for f in ("deb", "bat", "thr")} == {
+        "deb": {"debounce": 1.0}, "bat": {"batch": 1.0}, "thr": {"throttle": 1.0}}
