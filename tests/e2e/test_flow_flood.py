@@ -69,4 +69,7 @@ async def test_a_flood_over_a_hundred_keys_never_runs_three_of_a_key_and_all_com
     per_key = max_overlap_by_key(got)
     assert len(per_key) == KEYS and max(per_key.values()) == LIMIT, per_key
     first, last = fairness(rec)
+    # Shown with -s: the figures of the report (not asserted beyond the ratio).
+    print(f"flood: {RUNS} runs, {KEYS} keys, first key done at {first:.2f}s, last at "
+          f"{last:.2f}s (x{last / first:.2f}), max per key {max(per_key.values())}")
     assert last <= 1.5 * first, (first, last)
