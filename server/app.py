@@ -185,7 +185,8 @@ class PlaitServer:
             roles.append(("history", history.run))
         if "scheduler" in wanted:
             roles.append(("scheduler", Scheduler(self._engine, self._redis, keys, queue, registry,
-                                                 executor.wake, self._cron_clock).run))
+                                                 executor.wake, self._cron_clock,
+                                                 cancel_run=executor.cancel_run).run))
         self._tasks = asyncio.create_task(self._run_roles(roles, health, telemetry.metrics),
                                           name="plait-roles")
         self.endpoints = Endpoints(

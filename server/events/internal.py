@@ -191,7 +191,9 @@ class InternalEvents:
                     inputs += sent_events(record)
                 except (ValueError, KeyError, TypeError, AttributeError) as e:
                     _log.error(EVENT_DROPPED, run_id=record.run_id, reason=repr(e))
-        ends = [e for e in records if isinstance(e, RunEnded) and e.status.terminal]
+        # A run flow control skipped never ran: it ends nothing an SDK waits for.
+        ends = [e for e in records if isinstance(e, RunEnded) and e.status.terminal
+                and e.status is not RunStatus.SKIPPED]
         if ends:
             inputs += await self._end_events(ends)
         if inputs:

@@ -113,8 +113,9 @@ class _Changes:
         self.count += 1
         self.records.append(record)
         if isinstance(record, RunCreated):
-            self.created.setdefault(
-                record.run_id,
+            # The last one wins: a debounced run is recorded again with its latest event (and
+            # its first creation time), as the upsert of a later batch would do.
+            self.created[record.run_id] = (
                 {
                     "id": record.run_id,
                     "function_id": record.function_id,
@@ -122,7 +123,7 @@ class _Changes:
                     "event_id": record.event_id,
                     "status": RunStatus.QUEUED.value,
                     "created_at_ms": record.ts_ms,
-                },
+                }
             )
         elif isinstance(record, RunStarted):
             first = self.started.get(record.run_id)

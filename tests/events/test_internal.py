@@ -91,3 +91,17 @@ async def test_runs_started_by_an_internal_event_emit_none(redis: Redis) -> None
     await redis.hset(KEYS.for_run(RUN).run(RUN), "event", json.dumps(EVENT))
     await internal.emit([_end(RunStatus.FAILED, error=ERROR)])
     assert [e.name for e in ingest.accepted] == [FUNCTION_FINISHED, FUNCTION_FAILED]
+
+
+async def test_a_run_flow_control_skipped_emits_nothing(redis: Redis) -> None:
+    """A skipped run never ran: no function.finished (an invoke would take it for a result)
+    and no function.cancelled."""
+    ingest = _Ingest()
+    internal = InternalEvents(redis, KEYS, cast(EventIngest, ingest))
+    await redis.hset(KEYS.for_run(RUN).run(RUN), "event", json.dumps(EVENT))
+    skipped = json.dumps({"name": "FlowControlSkipped", "message": "rate limited",
+                          "stack": ""})
+    await internal.emit([_end(RunStatus.SKIPPED, error=skipped)])
+    assert ingest.accepted == []
+    await internal.emit([_end(RunStatus.CANCELLED)])
+    assert [e.name for e in ingest.accepted] == [FUNCTION_FINISHED, FUNCTION_CANCELLED]

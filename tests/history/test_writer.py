@@ -279,3 +279,16 @@ async def test_run_outlives_an_sql_outage(redis: aredis.Redis, engine: AsyncEngi
         await down.dispose()
     assert await HistoryWriter(redis, engine, KEYS, "w1").drain_once() == 2
     assert (await store.get_run(engine, RUN_A)).status is RunStatus.COMPLETED
+
+
+async def test_a_run_recorded_again_keeps_its_latest_event_within_one_batch(
+    redis: aredis.Redis, engine: AsyncEngine
+) -> None:
+    """A debounced run is recorded again with each later event: the last record wins, in one
+    batch as across batches (the upsert)."""
+    later = "01JFFFFFFFFFFFFFFFFFFFFFFF"
+    await add(redis, created(RUN_A), created(RUN_A) | {"event": later})
+    writer = HistoryWriter(redis, engine, KEYS, "w1")
+    assert await writer.drain_once() == 2
+    run = await store.get_run(engine, RUN_A)
+    assert (run.event_id, run.created_at_ms) == (later, 100)
