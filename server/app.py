@@ -104,7 +104,7 @@ class PlaitServer:
         queue = Queue(self._redis, keys, s.lease_ms, s.finished_run_ttl_s)
         state = StateStore(self._redis, keys, s)
         index = FunctionIndex()
-        registry = Registry(self._engine, self._redis, keys, index, s.max_event_bytes)
+        registry = Registry(self._engine, self._redis, keys, index)
         await registry.reload()
         # Spans go to OTLP when the otel_* settings ask for it; metrics are always kept.
         telemetry = self._telemetry = Telemetry(s)

@@ -50,6 +50,12 @@ class DebounceSlot:
     timeout_ms: int
 
 
+# A batch's events are closed into a run before they pass this many bytes (the next event opens
+# a new batch), so a batch of any size always fits a worker's message and an SDK request: a
+# batch is not refused for its maxSize.
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class BatchSlot:
     """`key_id` "" with `max_size` 1: an event the batch's `if` refused, a batch of its own."""
@@ -93,7 +99,7 @@ class RunFlow:
         elif self.batch is not None:
             b = self.batch
             spec["b"] = [sk.batch(b.key_id) if b.key_id else "", b.max_size, b.timeout_ms,
-                         sk.waiting(function_id, "batch")]
+                         sk.waiting(function_id, "batch"), MAX_BATCH_BYTES]
         return json.dumps(spec, separators=(",", ":")) if spec else ""
 
     def run_arg(self, sk: ShardKeys, function_id: FunctionId | str) -> str:

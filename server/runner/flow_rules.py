@@ -17,10 +17,6 @@ MAX_PERIOD_MS = 7 * DAY_MS
 MAX_RATE_LIMIT_PERIOD_MS = DAY_MS
 MAX_BATCH_SIZE = 1000
 MAX_BATCH_TIMEOUT_MS = HOUR_MS
-# A batch travels in one job (run hash field, gRPC message, SDK request): its events at their
-# largest must fit this.
-MAX_BATCH_BYTES = 10 * 1024 * 1024
-DEFAULT_MAX_EVENT_BYTES = 512 * 1024
 
 # Field names in errors are those of the transport: plait.v1's by default; an Inngest SDK's
 # register body names them in its own words.
@@ -61,8 +57,7 @@ def _key(source: str, field: str) -> None:
         compile_expression(field, source)
 
 
-def validate_flow(fn: FunctionConfig, at: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
-                  names: dict[str, str] | None = None) -> None:
+def validate_flow(fn: FunctionConfig, at: str, names: dict[str, str] | None = None) -> None:
     """InvalidArgument naming the first bad field under `at` (e.g.
     `functions[0].concurrency[1].scope`), in plait.v1's words or those of `names`."""
     flow = fn.flow
@@ -86,7 +81,7 @@ def validate_flow(fn: FunctionConfig, at: str, max_event_bytes: int = DEFAULT_MA
             _period(d.timeout_ms, f("debounce.timeout_ms"), d.period_ms, MAX_PERIOD_MS)
         _key(d.key, f("debounce.key"))
     if flow.batch is not None:
-        _batch(fn, f, max_event_bytes)
+        _batch(fn, f)
     _key(flow.priority_run, f("priority_run"))
     _key(flow.idempotency, f("idempotency"))
     if (s := flow.singleton) is not None:
@@ -111,19 +106,12 @@ def _concurrency(flow: FlowControl, f: _Names) -> None:
         _key(c.key, f(f"{where}.key"))
 
 
-def _batch(fn: FunctionConfig, f: _Names, max_event_bytes: int) -> None:
+def _batch(fn: FunctionConfig, f: _Names) -> None:
     b = fn.flow.batch
     assert b is not None
     if not 1 <= b.max_size <= MAX_BATCH_SIZE:
         raise InvalidArgument(f("batch_events.max_size"),
                               f"{b.max_size} is not in 1..{MAX_BATCH_SIZE}")
-    if b.max_size * max_event_bytes > MAX_BATCH_BYTES:
-        most = max(1, MAX_BATCH_BYTES // max_event_bytes)
-        raise InvalidArgument(
-            f("batch_events.max_size"),
-            f"{b.max_size} events of up to {max_event_bytes} bytes each may pass the "
-            f"{MAX_BATCH_BYTES} bytes one batch may hold: at most {most} (or lower "
-            "--max-event-bytes)")
     _period(b.timeout_ms, f("batch_events.timeout_ms"), SECOND_MS, MAX_BATCH_TIMEOUT_MS)
     _key(b.key, f("batch_events.key"))
     _key(b.if_expression, f("batch_events.if_expression"))

@@ -30,9 +30,7 @@ FUNCTION_UNINDEXABLE = "function.unindexable"
 WATCH_TIMEOUT_S = 10.0
 
 
-def validate_registration(
-    reg: AppRegistration, max_event_bytes: int = flow_rules.DEFAULT_MAX_EVENT_BYTES
-) -> None:
+def validate_registration(reg: AppRegistration) -> None:
     """Raises InvalidArgument naming the first bad field (e.g. functions[1].triggers[0].event)."""
     if not _ID.match(reg.app_id):
         raise InvalidArgument("app_id", f"{reg.app_id!r} must match {_ID.pattern}")
@@ -69,7 +67,7 @@ def validate_registration(
                 compile_expression(f"{where}.if_expression", cancel.if_expression)
             if cancel.timeout_ms < 0:
                 raise InvalidArgument(f"{where}.timeout_ms", "must not be negative")
-        flow_rules.validate_flow(fn, at, max_event_bytes)
+        flow_rules.validate_flow(fn, at)
 
 
 def _indexable(fn: FunctionConfig) -> bool:
@@ -82,17 +80,16 @@ def _indexable(fn: FunctionConfig) -> bool:
 
 
 class Registry:
-    def __init__(self, engine: AsyncEngine, redis: Redis, keys: Keys, index: FunctionIndex,
-                 max_event_bytes: int = flow_rules.DEFAULT_MAX_EVENT_BYTES) -> None:
+    def __init__(self, engine: AsyncEngine, redis: Redis, keys: Keys,
+                 index: FunctionIndex) -> None:
         self._engine = engine
-        self._max_event_bytes = max_event_bytes
         self._redis = redis
         self._keys = keys
         self.index = index
         self._version: int | None = None
 
     async def register(self, reg: AppRegistration, now_ms: int) -> None:
-        validate_registration(reg, self._max_event_bytes)
+        validate_registration(reg)
         await store.upsert_app(self._engine, reg, now_ms)
         await self._redis.incr(self._keys.functions_version)
         await self.reload()

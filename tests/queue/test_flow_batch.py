@@ -8,6 +8,7 @@ import json
 
 from redis.asyncio import Redis
 
+from server.queue.flow import MAX_BATCH_BYTES
 from server.queue.queue import CREATED, MERGED
 from server.types import BatchConfig, FlowControl, StepCompleted, StepId
 from tests.queue.flow_support import NOW, function, make_flow, run_of
@@ -67,3 +68,17 @@ async def test_an_event_read_again_after_a_crash_is_not_batched_twice(redis: Red
     assert (await flow.queue.enqueue(runs, NOW + 5)).codes == [0, MERGED]
     (job,) = await flow.lease(fn, now=NOW + 1000)
     assert _data(job.events) == [0, 1]
+
+
+async def test_a_batch_is_closed_before_its_events_pass_the_byte_cap(redis: Redis) -> None:
+    """Any maxSize is accepted: a batch whose next event would take it past MAX_BATCH_BYTES is
+    due at once, and that event opens the key's next batch."""
+    flow = make_flow(redis)
+    fn = function("fn", FlowControl(batch=BatchConfig(max_size=100, timeout_ms=60_000)))
+    pad = "x" * (MAX_BATCH_BYTES // 3)
+    runs = [run_of(fn, {"n": i, "pad": pad}, at=NOW + i) for i in range(4)]
+    assert (await flow.queue.enqueue(runs, NOW)).codes == [CREATED, MERGED, CREATED, MERGED]
+    (job,) = await flow.lease(fn)
+    assert job.run_id == runs[0].run_id and _data(job.events) == [0, 1]
+    assert sum(len(e) for e in job.events) < MAX_BATCH_BYTES
+    assert (await flow.run_hash(runs[2].run_id))["why"] == "batching (2 of 100)"

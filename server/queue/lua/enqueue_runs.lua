@@ -12,7 +12,8 @@
 -- ''), flow (stored as the run's `flow` for lease.lua, or '').
 -- create: {"i": [idempotency key, ttl ms], "r": [rate key, limit, period ms, why],
 -- "s": [singleton key, "skip"|"cancel"], "d": [debounce key, period ms, timeout ms, waiting],
--- "b": [batch key ('' = a batch of one), max size, timeout ms, waiting]}: checked in that
+-- "b": [batch key ('' = a batch of one), max size, timeout ms, waiting, max bytes of the
+-- batch's `events`]}: checked in that
 -- order. A skipped run is recorded as ended with status skipped (FlowControlSkipped); a
 -- debounced or batched event whose key has a queued run goes to that run instead.
 -- Returns {codes, cancels}: per run 1 created, 0 existed, 2 skipped, 3 given to another run;
@@ -110,11 +111,18 @@ for i = 4, #ARGV, 13 do
       local target_id = b[1] ~= '' and redis.call('GET', b[1]) or nil
       local target = waiting_run(target_id, ready)
       local seen = target and redis.call('HGET', target, 'batch_ids') or ''
+      local events = target and redis.call('HGET', target, 'events') or ''
+      if target and not string.find(seen, event_id, 1, true)
+          and #events + #event + 1 > b[5] then
+        -- Full by bytes: the batch is due now and this event opens the key's next batch.
+        redis.call('ZADD', ready, now, target_id)
+        redis.call('DEL', b[1])
+        target = nil
+      end
       if target and string.find(seen, event_id, 1, true) then
         code = 3  -- this event was added already (the runner read it again after a crash)
       elseif target and (tonumber(redis.call('HGET', target, 'batch_n')) or b[2]) < b[2] then
         redis.call('HSET', target, 'batch_ids', seen .. ' ' .. event_id)
-        local events = redis.call('HGET', target, 'events')
         local n = redis.call('HINCRBY', target, 'batch_n', 1)
         redis.call('HSET', target, 'events', string.sub(events, 1, -2) .. ',' .. event .. ']')
         if n >= b[2] then
