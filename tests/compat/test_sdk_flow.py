@@ -195,6 +195,10 @@ async def test_debounce_runs_once_per_key_with_the_last_event(flow: FlowApp) -> 
                            lambda g: len(g) == 2, 30, "both debounced runs")
     assert {k: [i.data for i in v] for k, v in got.items()} == {
         a: [{"n": 3, "event_id": ids[3]}], b: [{"n": 9, "event_id": ids[1]}]}
+    # The REST API finds the run by the event it ran with.
+    (ran,) = got[a]
+    await eventually(lambda: flow.runs(ids[3]),
+                     lambda rs: [r["run_id"] for r in rs] == [ran.run_id], 30, "the run")
 
 
 async def _keys_of(flow: FlowApp, function: str, keys: set[str]) -> dict[str, list[Interval]]:

@@ -279,8 +279,6 @@ async def test_debounce_runs_once_per_key_with_the_last_event(plait: Running) ->
         "a": [{"n": 3, "event_id": ids[3]}], "b": [{"n": 9, "event_id": ids[1]}]}
 
 
-@pytest.mark.xfail(strict=False, reason="issue 12: history links a debounced run to an "
-                   "intermediate event, not the last one it ran with")
 async def test_a_debounced_run_is_recorded_with_the_event_it_ran_with(plait: Running) -> None:
     rec, ids = await _debounced(plait)
     (ran,) = by_key(rec.intervals())["a"]
