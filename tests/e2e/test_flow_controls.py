@@ -499,3 +499,74 @@ async def test_queued_runs_say_they_are_debouncing_batching_or_throttled_and_met
         throttled)
     assert {f: _waiting_gauge(text, f"flow-why2-{f}") for f in ("deb", "bat", "thr")} == {
         "deb": {"debounce": 1.0}, "bat": {"batch": 1.0}, "thr": {"throttle": 1.0}}
+
+
+async def test_one_hot_key_does_not_starve_the_others(plait: Running) -> None:
+    app = App("flow-hot")
+    rec = Recorder()
+
+    @app.function("keyed", trigger=TriggerEvent("flow-hot/go"),
+                  concurrency=Concurrency(limit=2, key="event.data.k"))
+    async def keyed(ctx: Context, step: Step) -> None:
+        await rec.hold(ctx.run_id, ctx.event.data["k"], 0.02)
+
+    async with running_worker(app, plait.client, max_jobs=50):
+        # The hot key's runs all come first: a FIFO over the function would serve them first.
+        hot = await plait.client.send_many("flow-hot/go", [{"k": "hot"}] * 200)
+        cold = await plait.client.send_many(
+            "flow-hot/go", [{"k": f"cold-{n % 20}"} for n in range(100)])
+        await _ended(plait.client, [hot[-1], *cold], 60)
+
+    got = by_key(rec.intervals())
+    cold_done = max(i.end for k, v in got.items() if k != "hot" for i in v)
+    hot_before = sum(1 for i in got["hot"] if i.end <= cold_done)
+    # 100 cold runs at 40 at once take ~3 body times; the hot key does ~2 per body time.
+    assert hot_before <= 50, (hot_before, len(got["hot"]))
+    assert max(max_overlap_by_key(rec.intervals()).values()) == 2
+
+
+async def test_debounce_timeout_starts_a_run_while_events_keep_coming(plait: Running) -> None:
+    app = App("flow-dbt")
+    rec = Recorder()
+
+    @app.function("capped", trigger=TriggerEvent("flow-dbt/go"), debounce=Debounce(
+        period=timedelta(seconds=1), timeout=timedelta(seconds=2)))
+    async def capped(ctx: Context, step: Step) -> None:
+        async def work() -> None:
+            await rec.hold(ctx.run_id, "", 0.01, ctx.event.data["n"])
+
+        await step.run("work", work)
+
+    async with running_worker(app, plait.client):
+        for n in range(12):  # one every 0.3 s, for 3.6 s: the period never passes quietly
+            await plait.client.send("flow-dbt/go", {"n": n})
+            await asyncio.sleep(0.3)
+        await eventually(rec.count, lambda c: c >= 2, 20, "the capped and the last run")
+
+    seen = [i.data for i in sorted(rec.intervals(), key=lambda i: i.start)]
+    # The timeout started a run with an event before the last; the events after it made a
+    # second run, with the last event.
+    assert len(seen) == 2 and seen[0] < 11 and seen[1] == 11, seen
+
+
+async def test_batches_are_per_key_and_events_if_rejects_run_alone(plait: Running) -> None:
+    app = App("flow-btk")
+    rec = Recorder()
+
+    @app.function("batched", trigger=TriggerEvent("flow-btk/go"), batch_events=Batch(
+        max_size=2, timeout=timedelta(seconds=60), key="event.data.k",
+        if_exp="event.data.big == false"))
+    async def batched(ctx: Context, step: Step) -> None:
+        async def work() -> None:
+            await rec.hold(ctx.run_id, "", 0.01, [e.data["n"] for e in ctx.events])
+
+        await step.run("work", work)
+
+    async with running_worker(app, plait.client):
+        await plait.client.send_many("flow-btk/go", [
+            {"k": "a", "n": 0, "big": False}, {"k": "b", "n": 1, "big": False},
+            {"k": "a", "n": 2, "big": True}, {"k": "b", "n": 3, "big": False},
+            {"k": "a", "n": 4, "big": False}])
+        await eventually(rec.count, lambda c: c >= 3, 20, "three runs")
+
+    assert sorted(i.data for i in rec.intervals()) == [[0, 4], [1, 3], [2]]
