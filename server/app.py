@@ -39,6 +39,7 @@ from server.executor.executor import Executor
 from server.history.db import migrate, open_database
 from server.history.writer import HistoryWriter
 from server.keys import Keys
+from server.liveness import Liveness
 from server.queue import Queue
 from server.redis_client import open_redis
 from server.runner.cron import Clock, Scheduler
@@ -76,6 +77,7 @@ class PlaitServer:
         self._http_socket: socket.socket | None = None
         self._http: HttpServer | None = None
         self._telemetry: Telemetry | None = None
+        self._liveness: Liveness | None = None
         self.endpoints: Endpoints | None = None
 
     async def start(self) -> Endpoints:
@@ -101,7 +103,11 @@ class PlaitServer:
 
         keys = Keys(s.queue_shards)
         consumer = s.instance_id or socket.gethostname()
-        queue = Queue(self._redis, keys, s.lease_ms, s.finished_run_ttl_s)
+        # Heartbeat first: the others take over what this process holds once it is gone.
+        liveness = self._liveness = Liveness(self._redis, keys, consumer)
+        await liveness.join()
+        queue = Queue(self._redis, keys, s.lease_ms, s.finished_run_ttl_s,
+                      holder=liveness.holder)
         state = StateStore(self._redis, keys, s)
         index = FunctionIndex()
         registry = Registry(self._engine, self._redis, keys, index)
@@ -109,7 +115,7 @@ class PlaitServer:
         # Spans go to OTLP when the otel_* settings ask for it; metrics are always kept.
         telemetry = self._telemetry = Telemetry(s)
         telemetry.watch_queues(self._redis, keys, lambda: [f.id for f in index.all()])
-        executor = Executor(queue, state, s, telemetry, redis=self._redis)
+        executor = Executor(queue, state, s, telemetry, redis=self._redis, liveness=liveness)
         driver = GrpcDriver(executor, registry, s, telemetry)
         executor.add_driver(driver)
         self._driver = driver
@@ -117,12 +123,12 @@ class PlaitServer:
         executor.add_driver(sdk_driver)
         ingest = EventIngest(self._engine, self._redis, keys, s, telemetry)
         runner = Runner(self._redis, keys, queue, registry, consumer, executor.wake, state,
-                        executor.cancel_run, metrics=telemetry.metrics)
+                        executor.cancel_run, metrics=telemetry.metrics, liveness=liveness)
         control = RunControl(self._engine, queue, state, registry, executor.cancel_run,
                              executor.wake)
         internal = InternalEvents(self._redis, keys, ingest, s)
         history = HistoryWriter(self._redis, self._engine, keys, consumer, telemetry,
-                                on_committed=internal.emit)
+                                on_committed=internal.emit, liveness=liveness)
 
         options = [("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
                    ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES)]
@@ -160,7 +166,8 @@ class PlaitServer:
         # Roles are (name, loop): each runs under supervise(), which restarts it when it
         # fails. Every role makes spans or metrics; the export task sends spans (when tracing).
         health = StorageHealth.of(self._redis, redis_url, self._engine, s.storage_grace_s)
-        roles: list[tuple[str, Role]] = [("telemetry", telemetry.run)]
+        roles: list[tuple[str, Role]] = [("telemetry", telemetry.run),
+                                         ("liveness", liveness.run)]
         if self._embedded is not None:  # restarts the private Redis if it dies alone
             roles.append(("embedded-redis", self._embedded.watch))
         http_port = 0
@@ -232,6 +239,8 @@ class PlaitServer:
                 # redis-py's blocking XREADGROUP); closing the sockets ends the read.
                 await self._redis.connection_pool.disconnect()
             await self._phase("roles", asyncio.wait({self._tasks}), 10)
+        if self._liveness is not None:
+            await self._phase("liveness", _quietly(self._liveness.leave()), 5)
         if self._telemetry is not None:
             # Exports the spans still queued; the history writer made its last ones above.
             await self._phase("telemetry", self._telemetry.shutdown(), 12)
@@ -251,6 +260,14 @@ class PlaitServer:
         except TimeoutError:
             stuck = [_awaiting(t) for t in asyncio.all_tasks() if not t.done()]
             log.error("server.stop_timeout", phase=name, timeout_s=timeout_s, tasks=stuck)
+
+
+async def _quietly(step: Awaitable[object]) -> None:
+    """A stop step that may fail (storage away): its heartbeat then simply expires."""
+    try:
+        await step
+    except Exception as e:
+        log.warning("server.stop_step_failed", error=repr(e))
 
 
 def _warn_if_open(s: Settings) -> None:

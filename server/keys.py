@@ -112,6 +112,13 @@ class ShardKeys:
         """STREAM of history records, drained into SQL by the history writer."""
         return f"{self.tag}:history"
 
+    @property
+    def holders(self) -> str:
+        """SET of the lease holders (`<instance id>/<nonce>`, one per process start) that
+        may hold leases of this shard; the executors' scavengers check each one's
+        heartbeat (server/liveness.py)."""
+        return f"{self.tag}:holders"
+
     # Flow control (issue 12). `key_id` names a key's scope and the digest of its value
     # (server/runner/flow.py); runs of a flow-controlled function all live in one shard.
 
@@ -200,3 +207,13 @@ class Keys:
     def paused_functions(self) -> str:
         """SET of paused function ids; changed with `functions_version`, so indexes reload."""
         return f"{PREFIX}:{{meta}}:paused"
+
+    def alive(self, instance_id: str) -> str:
+        """STRING with a TTL of a couple of seconds, kept by every process named
+        `instance_id` (its stream consumer name): gone, that consumer is dead."""
+        return f"{PREFIX}:{{meta}}:alive:{instance_id}"
+
+    def holder_alive(self, holder: str) -> str:
+        """STRING with a TTL of a couple of seconds, kept by the one process start that
+        leases as `holder`: gone, its leases are handed back at once."""
+        return f"{PREFIX}:{{meta}}:holder:{holder}"

@@ -17,6 +17,7 @@ from server.drivers import DATA_ERRORS, Driver, undeliverable
 from server.errors import StorageError
 from server.executor.opcodes import checked
 from server.keys import ShardKeys
+from server.liveness import Liveness
 from server.queue import Queue
 from server.queue.queue import HeldLease, Redelivery
 from server.state import Applied, Outcome, StateStore
@@ -29,6 +30,8 @@ log = structlog.get_logger(__name__)
 LEASE_BATCH = 512
 IDLE_POLL_S = 0.05  # another process may have queued work; in-process work wakes us at once
 SCAVENGE_INTERVAL_S = 1.0
+# Dead processes' leases are looked for this often (server/liveness.py): a few reads a tick.
+DEAD_CHECK_INTERVAL_S = 0.25
 # Redis refused a call (an error reply such as OOM): the loop waits this long and goes on.
 REFUSED_RETRY_S = 0.5
 # A commit Redis refused is tried again, from this delay doubling to a second, for at most the
@@ -44,9 +47,12 @@ def _now_ms() -> int:
 
 class Executor:
     def __init__(self, queue: Queue, state: StateStore, settings: Settings,
-                 telemetry: Telemetry | None = None, redis: Redis | None = None) -> None:
+                 telemetry: Telemetry | None = None, redis: Redis | None = None,
+                 liveness: Liveness | None = None) -> None:
         # `redis` carries cancels to the processes whose workers hold a run's jobs.
         self._redis = redis
+        # Hands back the leases of processes whose heartbeat is gone, at once.
+        self._liveness = liveness
         self._queue = queue
         self._state = state
         self._settings = settings
@@ -145,14 +151,31 @@ class Executor:
                 log.warning("job.quarantine_failed", exc_info=True)
 
     async def _scavenge_loop(self) -> None:
+        every = max(1, round(SCAVENGE_INTERVAL_S / DEAD_CHECK_INTERVAL_S))
+        ticks = 0
         while True:
             raise_if_cancelling()
-            await asyncio.sleep(SCAVENGE_INTERVAL_S)
+            await asyncio.sleep(DEAD_CHECK_INTERVAL_S)
+            ticks += 1
             for shard in self._queue.keys.all_shards():
                 try:
-                    await self._scavenge(shard)
+                    await self._release_dead(shard)
+                    if ticks % every == 0:
+                        await self._scavenge(shard)
                 except (ResponseError, StorageError) as e:  # Redis refused (OOM): next turn
                     log.warning("scavenge.refused", shard=shard.shard, error=str(e))
+
+    async def _release_dead(self, shard: ShardKeys) -> None:
+        """Hands back the leases of holders whose heartbeat is gone; live processes' leases
+        keep their expiry, however long their steps take."""
+        if self._liveness is None:
+            return
+        dead = await self._liveness.dead_holders(await self._liveness.holders(shard))
+        if dead:
+            released = await self._queue.release_dead(shard, dead, _now_ms(), self._redelivery)
+            log.warning("lease.holder_dead", shard=shard.shard, holders=dead, jobs=released)
+            if released:
+                self.wake()
 
     async def _scavenge(self, shard: ShardKeys) -> None:
         requeued = await self._queue.requeue_expired(shard, _now_ms(), policy=self._redelivery)

@@ -33,6 +33,7 @@ from server.history.records import (
 )
 from server.history.spans import finished_roots
 from server.keys import Keys, ShardKeys
+from server.liveness import Liveness, StreamTakeover
 from server.tasks import raise_if_cancelling
 from server.types import RunStatus
 
@@ -178,10 +179,15 @@ class HistoryWriter:
                  telemetry: Telemetry | None = None,
                  on_committed: Callable[[Sequence[RunEnded | EventsEmitted]], Awaitable[None]]
                  | None = None,
+                 liveness: Liveness | None = None,
                  ) -> None:
         self._redis = redis
         self._engine = engine
         self._consumer = consumer
+        # Entries of a consumer whose heartbeat is gone are taken over at once, not after
+        # _CLAIM_IDLE_MS.
+        self._takeover = (StreamTakeover(redis, liveness, GROUP, consumer)
+                          if liveness is not None else None)
         self._shards = {s.history: s for s in keys.all_shards()}
         self._upserts = _upserts(engine)
         # Run metrics, and the spans OTLP gets, are derived from the records here.
@@ -203,6 +209,7 @@ class HistoryWriter:
                     await self._recover()
                     recover = False
                     last_claim = time.monotonic()
+                await self._take_over_dead()
                 applied = await self._apply(await self._read_new(_BLOCK_MS))
                 failures = 0
                 if 0 < applied < _SMALL_BATCH:
@@ -260,6 +267,17 @@ class HistoryWriter:
                 applied += await self._apply({stream: _entries(claimed[1])})
                 if start == "0-0":
                     break
+        return applied
+
+    async def _take_over_dead(self) -> int:
+        """Applies the pending entries of consumers whose heartbeat is gone."""
+        if self._takeover is None:
+            return 0
+        applied = 0
+        for stream in self._shards:
+            claimed = await self._takeover.claim(stream, count=_BATCH)
+            if claimed:
+                applied += await self._apply({stream: _entries(claimed)})
         return applied
 
     async def _read_new(self, block_ms: int | None) -> dict[str, list[_Entry]]:

@@ -162,8 +162,10 @@ def _cancel_waits(sk: ShardKeys, run: NewRun, now_ms: int) -> str:
 
 class Queue:
     def __init__(self, redis: Redis, keys: Keys, lease_ms: int,
-                 finished_run_ttl_s: int = 86_400) -> None:
+                 finished_run_ttl_s: int = 86_400, holder: str = "") -> None:
         self._finished_run_ttl_s = finished_run_ttl_s
+        # This process's holder id (server/liveness.py), kept on the jobs it leases.
+        self.holder = holder
         self._redis = redis
         self._keys = keys
         self.lease_ms = lease_ms
@@ -174,6 +176,7 @@ class Queue:
         # Both may end a run (past the redelivery cap), and with it its wait entries.
         self._release = load_script(redis, _PKG, "release", prelude=_REDELIVER)
         self._requeue = load_script(redis, _PKG, "requeue_expired", prelude=_REDELIVER)
+        self._release_dead = load_script(redis, _PKG, "release_dead", prelude=_REDELIVER)
 
     @property
     def keys(self) -> Keys:
@@ -226,7 +229,7 @@ class Queue:
         keys = [shard.leased, shard.lease_seq, shard.history] + [shard.ready(f) for f, _ in caps]
         args: list[EncodableT] = [now_ms, self.lease_ms, total, shard.tag]
         args += [c for _, c in caps]
-        args.append(self._finished_run_ttl_s)
+        args += [self._finished_run_ttl_s, self.holder]
         async with asyncio.timeout(REDIS_CALL_S):
             reply = await self._lease(keys=keys, args=args)
         items, next_due = reply
@@ -261,6 +264,18 @@ class Queue:
         args.append(limit)
         async with asyncio.timeout(REDIS_CALL_S):
             return int(await self._requeue(keys=[shard.leased, shard.history], args=args))
+
+    async def release_dead(self, shard: ShardKeys, holders: Sequence[str], now_ms: int,
+                           policy: Redelivery = Redelivery()) -> int:
+        """Hands back at once, as `release` does, the leases of the shard held by `holders`
+        (processes whose heartbeat is gone), and forgets those holders."""
+        if not holders:
+            return 0
+        args = self._redelivery_args(shard, now_ms, policy)
+        args += list(holders)
+        async with asyncio.timeout(REDIS_CALL_S):
+            return int(await self._release_dead(
+                keys=[shard.leased, shard.history, shard.holders], args=args))
 
     def _redelivery_args(self, sk: ShardKeys, now_ms: int,
                          policy: Redelivery) -> list[EncodableT]:

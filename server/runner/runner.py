@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from server.keys import Keys
+from server.liveness import Liveness, StreamTakeover
 from server.queue import NewRun, Queue
 from server.runner.expressions import matches
 
@@ -78,10 +79,14 @@ class Runner:
         self, redis: Redis, keys: Keys, queue: Queue, registry: Registry, consumer: str,
         on_enqueued: Callable[[], None], state: StateStore | None = None,
         cancel_run: Callable[[RunId], Awaitable[object]] | None = None,
-        metrics: Metrics | None = None,
+        metrics: Metrics | None = None, liveness: Liveness | None = None,
     ) -> None:
         self._redis = redis
         self._keys = keys
+        # Entries of a consumer whose heartbeat is gone are taken over at once, not after
+        # CLAIM_IDLE_MS.
+        self._takeover = (StreamTakeover(redis, liveness, GROUP, consumer)
+                          if liveness is not None else None)
         self._queue = queue
         self._registry = registry
         self._index = registry.index
@@ -107,8 +112,17 @@ class Runner:
         await self._drain("0")
         while True:
             raise_if_cancelling()
+            await self._claim_dead()
             await self._claim_abandoned()
             await self._drain(">", block_ms=200)
+
+    async def _claim_dead(self) -> None:
+        if self._takeover is None:
+            return
+        claimed = await self._takeover.claim(self._keys.events)
+        if claimed:
+            async with asyncio.timeout(BATCH_TIMEOUT_S):
+                await self.process(claimed)
 
     async def _claim_abandoned(self) -> None:
         async with asyncio.timeout(REDIS_CALL_S):

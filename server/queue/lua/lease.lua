@@ -3,6 +3,8 @@
 -- KEYS[1] leased zset  KEYS[2] lease counter  KEYS[3] history stream  KEYS[4..] ready zsets
 -- ARGV[1] now_ms  ARGV[2] lease_ms  ARGV[3] total to lease  ARGV[4] shard key tag
 -- ARGV[5..4+n] per-function caps, aligned with KEYS[4..]  ARGV[5+n] finished-run ttl s
+-- ARGV[6+n] the leasing process's holder id (server/liveness.py), kept in the job's `holder`
+-- so a scavenger hands its leases back as soon as its heartbeat is gone ('' or absent: none)
 -- Returns {jobs, next_due_ms}: each job {job_id, lease_id, run_id, function_id, attempt,
 -- max_attempts, event_json, expires_ms, {step_id, memo, ...}, step, events}, where step is the planned
 -- step a job runs ('' for a run's main job); next_due_ms is the earliest score left in those
@@ -137,7 +139,8 @@ while remaining > 0 and #active > 0 and budget > 0 do
         local lease = tostring(redis.call('INCR', counter))
         -- A new run's first job is queued at 0, "at once": it waited since the run's creation.
         local ready_at = math.max(tonumber(ids[j + 1]), tonumber(run[4]) or 0)
-        redis.call('HSET', jk, 'lease', lease, 'ready', ready_at, 'leased', now)
+        redis.call('HSET', jk, 'lease', lease, 'ready', ready_at, 'leased', now,
+          'holder', ARGV[6 + n] or '')
         -- A redelivery's lease: a hand-back of it continues the job's redelivery count.
         if job[5] == 'pending' then
           redis.call('HSET', jk, 'redelivery_lease', lease)

@@ -17,7 +17,8 @@ local run, steps, job, leased, ready, history, counter, stack, planned =
 local job_id, lease_id, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local relock_expires, ttl, job_prefix = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local state_cap = tonumber(ARGV[7]) or 0
-local held = redis.call('HMGET', job, 'lease', 'attempt', 'run', 'step', 'ready', 'leased')
+local held = redis.call('HMGET', job, 'lease', 'attempt', 'run', 'step', 'ready', 'leased',
+  'holder')
 if lease_id == '' or held[1] ~= lease_id then
   return -2
 end
@@ -63,6 +64,9 @@ local function continue_job(key, id, step, at, next_attempt)
   if relock_expires > 0 and at <= now and (id == job_id or not limited) then
     local lease = tostring(redis.call('INCR', counter))
     redis.call('HSET', key, 'lease', lease, 'attempt', next_attempt, 'ready', '', 'leased', now)
+    if key ~= job then  -- the main job goes to whoever held this one (server/liveness.py)
+      redis.call('HSET', key, 'holder', held[7] or '')
+    end
     redis.call('ZADD', leased, relock_expires, id)
     return {lease, next_attempt, max_attempts, meta[3], redis.call('HGETALL', steps), id, step,
       meta[7] or ''}
