@@ -267,9 +267,14 @@ class RunFailed:
 @dataclass(frozen=True, slots=True)
 class StepsPlanned:
     """Steps found but not run (parallel steps): each runs as its own job, then the function
-    runs again with all of them memoised."""
+    runs again with all of them memoised. `parked` are sleeps, waits and invokes of the same
+    group that the server starts at once, each parked in a job of its own until it ends (an
+    Inngest SDK's group answers them with the planned steps); `race`: the function runs again
+    when the first step of the group ends, not the last (the SDKs' `parallelMode: "race"`)."""
 
     step_ids: tuple[StepId, ...]
+    parked: tuple[Sleep | WaitForEvent | InvokeFunction, ...] = ()
+    race: bool = False
 
 
 @dataclass(frozen=True, slots=True)

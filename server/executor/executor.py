@@ -15,7 +15,7 @@ from redis.exceptions import RedisError, ResponseError
 from server.config import Settings
 from server.drivers import DATA_ERRORS, Driver, undeliverable
 from server.errors import StorageError
-from server.executor.opcodes import checked
+from server.executor.opcodes import checked, ended_step
 from server.keys import ShardKeys
 from server.liveness import Liveness
 from server.queue import Queue
@@ -119,7 +119,19 @@ class Executor:
 
     async def _dispatch(self, driver: Driver, jobs: Sequence[Job]) -> None:
         """Hands leased jobs to a driver. A driver that raises gets them one by one, so the
-        error stays with the job that causes it (see dispatch_failed)."""
+        error stays with the job that causes it (see dispatch_failed). A parallel group's
+        parked sleep, wait or invoke that came due ends here, whichever the transport
+        (opcodes.ended_step)."""
+        ended = [(job, op) for job in jobs if (op := ended_step(job)) is not None]
+        if ended:
+            done = {job.job_id for job, _ in ended}
+            jobs = [job for job in jobs if job.job_id not in done]
+            try:
+                await self.commit(ended, relock=False)
+            except StorageError as e:  # the leases expire and the jobs come back
+                log.warning("parked_steps.refused", jobs=len(ended), error=str(e))
+            if not jobs:
+                return
         try:
             unplaced = await driver.dispatch(jobs)
         except Exception as e:

@@ -8,6 +8,7 @@ up in the run's history instead of corrupting its state.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 from server.canonjson import canonical, canonical_object
 from server.errors import InvalidArgument
@@ -15,11 +16,13 @@ from server.runner.expressions import compile_expression
 from server.types import (
     ErrorInfo,
     InvokeFunction,
+    Job,
     Opcode,
     OutgoingEvent,
     RunCompleted,
     RunFailed,
     SendEvents,
+    Sleep,
     StepCompleted,
     StepFailed,
     StepId,
@@ -90,13 +93,18 @@ def checked(op: Opcode, max_output_bytes: int, max_event_bytes: int,
     """`op` with its JSON in canonical form and its error cut to `max_error_bytes` per field,
     or the non-retriable failure that says what is wrong with it. Events an opcode sends are
     held to the ingest's rules here, so none is refused after the commit.
-    `target_step` is set for a planned step's job, which runs one step and cannot plan,
-    wait or invoke (the scripts would refuse it, leaving the job to expire and come back)."""
-    if target_step and isinstance(op, StepsPlanned | WaitForEvent | InvokeFunction):
+    `target_step` is set for a planned step's job (parallel steps, on either transport),
+    which runs its one step: a step.run, a send, or a sleep, wait or invoke that parks the job
+    (server/state/lua/sleep.lua). It cannot plan steps (the script would refuse it, leaving
+    the job to expire and come back), nor park for another step."""
+    if target_step and (isinstance(op, StepsPlanned) or (
+            isinstance(op, Sleep | WaitForEvent | InvokeFunction) and op.step_id != target_step)):
         kind = type(op).__name__
         return StepFailed(StepId(target_step), target_step, ErrorInfo(
-            "UnsupportedInParallelStep", f"a parallel step's job answered {kind}: a step run in "
-            "parallel cannot plan steps, wait for an event or invoke"), non_retriable=True)
+            "UnexpectedInParallelStep", f"the job of parallel step {target_step!r} answered "
+            f"{kind}" + ("" if isinstance(op, StepsPlanned) else f" for step {op.step_id!r}")
+            + ": a step run in parallel answers for itself and cannot plan steps"),
+            non_retriable=True)
     if isinstance(op, StepCompleted):
         output, problem = _canonical(op.output_json or b"null", max_output_bytes, "output")
         if problem:
@@ -125,3 +133,27 @@ def checked(op: Opcode, max_output_bytes: int, max_event_bytes: int,
         except InvalidArgument as e:
             return _failed_step(op, "ExpressionError", e.message)
     return op
+
+
+def ended_step(job: Job) -> Opcode | None:
+    """What a leased planned step's job answers without a driver when its step is already
+    memoised: a sleep, wait or invoke of a parallel group parks its job with the step's
+    timeout answer memoised, and the job comes due at that time (a match ends it earlier,
+    server/state/lua/resume_wait.lua). The memo, answered again, ends the job like a
+    completed or failed step (the prelude's advance). None for any other job."""
+    memo_json = job.steps.get(job.target_step) if job.target_step else None
+    if memo_json is None:
+        return None
+    step_id = StepId(job.target_step)
+    try:
+        memo = json.loads(memo_json)
+    except ValueError:
+        memo = None
+    if isinstance(memo, dict) and isinstance(memo.get("error"), dict):
+        error = memo["error"]
+        return StepFailed(step_id, job.target_step, ErrorInfo(
+            str(error.get("name") or "Error"), str(error.get("message") or ""),
+            str(error.get("stack") or "")), non_retriable=True)
+    data = memo.get("data") if isinstance(memo, dict) else None
+    return StepCompleted(step_id, job.target_step,
+                         json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())

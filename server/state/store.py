@@ -24,7 +24,7 @@ from server.config import Settings
 from server.keys import Keys, ShardKeys
 from server.luascript import ScriptCall, call_pipelined, check, load_script, storage_error
 from server.queue.flow import FLOW_PRELUDE, batch_events
-from server.state.waits import INVOKE, WAIT, WaitEntry, new_wait, step_field
+from server.state.waits import INVOKE, WAIT, NewWait, WaitEntry, new_wait, step_field
 from server.types import (
     FUNCTION_FINISHED,
     FUNCTION_INVOKED,
@@ -163,14 +163,10 @@ class StateStore:
         if isinstance(op, RunCompleted):
             return "run_completed", [op.output_json]
         if isinstance(op, StepsPlanned):
-            return "steps_planned", list(op.step_ids)
+            parked = [self._parked(job, p, now_ms) for p in op.parked]
+            return "steps_planned", [int(op.race), json.dumps(parked), *op.step_ids]
         if isinstance(op, WaitForEvent):
-            wait = new_wait(
-                self._keys.for_run(job.run_id), kind=WAIT, event_name=op.event,
-                run_id=job.run_id, field=step_field(job.run_id, op.step_id),
-                step_id=op.step_id, function_id=job.function_id,
-                if_expression=op.if_expression, until_ms=op.timeout_until_ms,
-                run_event=json.loads(job.event_json), step_name=op.name)
+            wait = self._wait(job, op, job.job_id)
             return "wait_for_event", [op.step_id, op.name, op.timeout_until_ms,
                                       *wait.lua_args()]
         if isinstance(op, InvokeFunction):
@@ -185,7 +181,32 @@ class StateStore:
         return "run_failed", [error_json(op.error), int(op.non_retriable), FUNCTION_STEP_ID,
                               retry_at]
 
-    def _invoke_args(self, job: Job, op: InvokeFunction, now_ms: int) -> list[EncodableT]:
+    def _wait(self, job: Job, op: WaitForEvent, job_id: str) -> NewWait:
+        return new_wait(
+            self._keys.for_run(job.run_id), kind=WAIT, event_name=op.event,
+            run_id=job.run_id, field=step_field(job.run_id, op.step_id),
+            step_id=op.step_id, function_id=job.function_id,
+            if_expression=op.if_expression, until_ms=op.timeout_until_ms,
+            run_event=json.loads(job.event_json), step_name=op.name, job_id=job_id)
+
+    def _parked(self, job: Job, op: Sleep | WaitForEvent | InvokeFunction,
+                now_ms: int) -> dict[str, Any]:
+        """A sleep, wait or invoke of a parallel group, as steps_planned.lua parks it in a
+        job of its own (`<run>:<step>`)."""
+        job_id = f"{job.run_id}:{op.step_id}"
+        if isinstance(op, Sleep):
+            return {"step": op.step_id, "name": op.name, "until": op.until_ms,
+                    "memo": '{"data":null}', "wait": None, "events": None}
+        if isinstance(op, WaitForEvent):
+            return {"step": op.step_id, "name": op.name, "until": op.timeout_until_ms,
+                    "memo": '{"data":null}', "events": None,
+                    "wait": self._wait(job, op, job_id).lua_args()}
+        _, _, until, memo, events, *wait = self._invoke_args(job, op, now_ms, job_id)
+        return {"step": op.step_id, "name": op.name, "until": until, "memo": memo,
+                "events": events, "wait": wait}
+
+    def _invoke_args(self, job: Job, op: InvokeFunction, now_ms: int,
+                     job_id: str = "") -> list[EncodableT]:
         """The invoked event, and the wait for the child's `finished` event, which carries
         the correlation id (server/events/internal.py)."""
         correlation_id = f"{job.run_id}.{op.step_id}"
@@ -201,7 +222,7 @@ class StateStore:
             run_id=job.run_id, field=step_field(job.run_id, op.step_id), step_id=op.step_id,
             function_id=job.function_id,
             if_expression=f"async.data.correlation_id == {json.dumps(correlation_id)}",
-            until_ms=until, run_event=None, step_name=op.name)
+            until_ms=until, run_event=None, step_name=op.name, job_id=job_id or job.job_id)
         return [op.step_id, op.name, until, json.dumps({"error": INVOKE_TIMEOUT_ERROR}),
                 json.dumps([event]), *wait.lua_args()]
 
@@ -256,6 +277,7 @@ class StateStore:
         run ended) or the memo would take the run's state over max_run_state_bytes (the run
         failed). The entry is removed either way."""
         run_id = entry.run_id
+        job_id = entry.job_id or run_id
         sk = self._keys.for_run(run_id)
         parsed = json.loads(memo) if memo != b"null" else {}
         if isinstance(parsed, dict) and "error" in parsed:
@@ -266,12 +288,13 @@ class StateStore:
         async with asyncio.timeout(REDIS_CALL_S):
             reply = await self._resume_wait(
                 keys=[sk.waits(entry.event), entry.set_key or sk.wait_scan(entry.event),
-                      sk.run(run_id), sk.steps(run_id), sk.job(run_id),
+                      sk.run(run_id), sk.steps(run_id), sk.job(job_id),
                       sk.ready(entry.function_id), sk.wait_refs(run_id), sk.history,
-                      sk.stack(run_id)],
+                      sk.stack(run_id), sk.planned(run_id), sk.leased],
                 args=[entry.field, run_id, entry.step_id, memo, entry.until_ms, now_ms,
                       entry.step_name or entry.step_id, status, output, error,
-                      self._settings.max_run_state_bytes, self._settings.finished_run_ttl_s],
+                      self._settings.max_run_state_bytes, self._settings.finished_run_ttl_s,
+                      job_id, sk.job_prefix],
             )
         return int(check(reply, f"run {run_id}")) == 1
 

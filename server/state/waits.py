@@ -108,8 +108,11 @@ class NewWait:
 def new_wait(
     sk: ShardKeys, *, kind: str, event_name: str, run_id: str, field: str, step_id: str,
     function_id: str, if_expression: str, until_ms: int, run_event: Any, step_name: str = "",
+    job_id: str = "",
 ) -> NewWait:
-    """The entry of a wait made now, indexed when its `if` allows (see the module doc)."""
+    """The entry of a wait made now, indexed when its `if` allows (see the module doc).
+    `job_id` names the waiting job when it is not the run's main job (a planned step's job,
+    `<run>:<step>`, for a wait or invoke in a parallel group)."""
     rule = index_rule(if_expression) if if_expression else None
     value: Any = _MISSING
     if rule is not None:
@@ -122,6 +125,8 @@ def new_wait(
         set_key, path = sk.wait_scan(event_name), ""
     entry = {"kind": kind, "run": run_id, "step": step_id, "name": step_name or step_id,
              "fn": function_id, "if": if_expression, "until": until_ms, "set": set_key}
+    if job_id and job_id != run_id:
+        entry["job"] = job_id
     return NewWait(sk.waits(event_name), field, set_key, sk.wait_paths(event_name), path,
                    json.dumps(entry, separators=(",", ":")))
 
@@ -140,6 +145,7 @@ class WaitEntry:
     until_ms: int
     set_key: str
     step_name: str = ""
+    job_id: str = ""  # the waiting job: the run's main job when empty
 
     @classmethod
     def parse(cls, event: str, field: str, raw: bytes | str) -> WaitEntry:
@@ -147,7 +153,7 @@ class WaitEntry:
         step = str(d.get("step", ""))
         return cls(event, field, str(d.get("kind") or WAIT), str(d.get("run") or field),
                    step, str(d["fn"]), str(d.get("if") or ""), int(d["until"]),
-                   str(d.get("set", "")), str(d.get("name") or step))
+                   str(d.get("set", "")), str(d.get("name") or step), str(d.get("job") or ""))
 
 
 def step_field(run_id: str, step_id: str) -> str:

@@ -16,6 +16,7 @@ from server.types import (
     RunCompleted,
     RunFailed,
     SendEvents,
+    Sleep,
     StepCompleted,
     StepFailed,
     StepId,
@@ -60,13 +61,21 @@ def test_sent_events_are_held_to_the_ingests_limits_naming_the_event() -> None:
     assert "name is longer" in _failure(checked(named, OUT, EVENT)).error.message
 
 
-def test_a_planned_steps_job_cannot_plan_wait_or_invoke() -> None:
+def test_a_planned_steps_job_cannot_plan_nor_park_for_another_step() -> None:
     for op in (StepsPlanned((StepId("a"), StepId("b"))),
                WaitForEvent(StepId("w"), "w", "a/b", "", 1),
-               InvokeFunction(StepId("i"), "i", "app-f", b"{}")):
+               InvokeFunction(StepId("i"), "i", "app-f", b"{}"),
+               Sleep(StepId("s"), "s", 1)):
         failure = _failure(checked(op, OUT, EVENT, target_step="h"))
-        assert (failure.step_id, failure.error.name) == ("h", "UnsupportedInParallelStep")
+        assert (failure.step_id, failure.error.name) == ("h", "UnexpectedInParallelStep")
         assert checked(op, OUT, EVENT) is op
+
+
+def test_a_planned_steps_job_may_sleep_wait_or_invoke_for_its_own_step() -> None:
+    for op in (WaitForEvent(StepId("h"), "h", "a/b", "", 1),
+               InvokeFunction(StepId("h"), "h", "app-f", b"{}"),
+               Sleep(StepId("h"), "h", 1)):
+        assert checked(op, OUT, EVENT, target_step="h") is op
 
 
 BIG = 1 << 20

@@ -152,27 +152,21 @@ def _one_op(op: dict[str, Any], job: Job, headers: Mapping[str, str], now_ms: in
                           non_retriable=final,
                           retry_after_ms=retry_after_ms(headers.get("retry-after"), now_ms))
     if kind == "Sleep":
-        if job.target_step:
-            raise _Unsupported("a sleep inside parallel steps")
         step_id = _step_id(op, "ops[0]")
         return Sleep(step_id, _name(op, step_id), sleep_until_ms(op, now_ms))
     if kind == "WaitForEvent":
-        if job.target_step:
-            raise _Unsupported("a wait for event inside parallel steps")
         return _wait_for_event(op, now_ms)
     if kind == "InvokeFunction":
-        if job.target_step:
-            raise _Unsupported("an invoke inside parallel steps")
         return _invoke(op, now_ms)
     if kind == "RunComplete":
         return RunCompleted(_json(op.get("data")))
     raise _Unsupported(f"the {kind!r} op")
 
 
-def _wait_for_event(op: dict[str, Any], now_ms: int) -> WaitForEvent:
+def _wait_for_event(op: dict[str, Any], now_ms: int, at: str = "ops[0]") -> WaitForEvent:
     """`name` (or `opts.event`) is the awaited event, `opts.timeout` a duration or a time,
     `opts.if` CEL over `event` and `async`; an empty timeout expires at once (as Inngest)."""
-    step_id = _step_id(op, "ops[0]")
+    step_id = _step_id(op, at)
     opts = op.get("opts") if isinstance(op.get("opts"), dict) else {}
     assert isinstance(opts, dict)
     event = opts.get("event") or op.get("name")
@@ -199,10 +193,10 @@ def _timeout_until(raw: Any, kind: str, now_ms: int) -> int:
     return now_ms + min(delay or 0, MAX_SLEEP_MS)
 
 
-def _invoke(op: dict[str, Any], now_ms: int) -> InvokeFunction:
+def _invoke(op: dict[str, Any], now_ms: int, at: str = "ops[0]") -> InvokeFunction:
     """`opts.function_id` is the fully qualified id, `opts.payload.data` the child's data,
     `opts.timeout` optional."""
-    step_id = _step_id(op, "ops[0]")
+    step_id = _step_id(op, at)
     opts = op.get("opts") if isinstance(op.get("opts"), dict) else {}
     assert isinstance(opts, dict)
     function_id = opts.get("function_id")
@@ -225,16 +219,38 @@ def _ops(parsed: Any, job: Job, headers: Mapping[str, str], now_ms: int) -> Opco
         raise _Unsupported("a 206 body that is not a list of op objects")
     if not ops:
         return RunFailed(ErrorInfo("EmptyResponse", "the SDK answered 206 with no ops"))
-    if all(o.get("op") == "StepPlanned" for o in ops):
-        if job.target_step:
-            return RunFailed(ErrorInfo(
-                "UnexpectedPlan", "the SDK planned steps while running one planned step"))
-        ids = [_step_id(o, f"ops[{i}]") for i, o in enumerate(ops)]
-        return StepsPlanned(tuple(dict.fromkeys(ids)))
-    if len(ops) > 1:
-        kinds = ", ".join(sorted({str(o.get("op")) for o in ops}))
-        raise _Unsupported(f"several ops at once other than planned steps ({kinds})")
+    if len(ops) > 1 or ops[0].get("op") == "StepPlanned":
+        return _group(ops, now_ms)
     return _one_op(ops[0], job, headers, now_ms)
+
+
+def _group(ops: list[dict[str, Any]], now_ms: int) -> StepsPlanned:
+    """A parallel group (`Promise.all`, `group.parallel`): steps to run (`StepPlanned`) and
+    sleeps, waits and invokes, which the server starts at once (StepsPlanned.parked). Any op
+    with `opts.parallelMode: "race"` makes the group a race. A planned job answering a plan
+    is refused by the executor's check (server/executor/opcodes.py), as on gRPC."""
+    ids: list[StepId] = []
+    parked: dict[StepId, Sleep | WaitForEvent | InvokeFunction] = {}
+    race = False
+    for i, op in enumerate(ops):
+        kind = op.get("op")
+        opts = op.get("opts")
+        race = race or (isinstance(opts, dict) and opts.get("parallelMode") == "race")
+        if kind == "StepPlanned":
+            ids.append(_step_id(op, f"ops[{i}]"))
+        elif kind == "Sleep":
+            step_id = _step_id(op, f"ops[{i}]")
+            parked[step_id] = Sleep(step_id, _name(op, step_id), sleep_until_ms(op, now_ms))
+        elif kind == "WaitForEvent":
+            wait = _wait_for_event(op, now_ms, f"ops[{i}]")
+            parked[wait.step_id] = wait
+        elif kind == "InvokeFunction":
+            invoke = _invoke(op, now_ms, f"ops[{i}]")
+            parked[invoke.step_id] = invoke
+        else:
+            raise _Unsupported(f"the {kind!r} op in a parallel group")
+    return StepsPlanned(tuple(i for i in dict.fromkeys(ids) if i not in parked),
+                        tuple(parked.values()), race)
 
 
 def _no_retry(headers: Mapping[str, str]) -> bool:

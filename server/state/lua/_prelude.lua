@@ -84,19 +84,30 @@ local function continue_at(at, next_attempt)
 end
 
 -- The job's step is memoised: the main job runs the function again now; a planned step's
--- job ends, and the last planned step to end wakes the main job.
+-- job ends, and the last planned step to end (the first, in a race) wakes the main job
+-- (_waits.lua's end_planned).
 local function advance()
   if target == '' then
     return continue_at(now, 0)
   end
-  redis.call('SREM', planned, target)
   release_slots(job_id)
   redis.call('ZREM', leased, job_id)
-  redis.call('DEL', job)
-  if redis.call('SCARD', planned) > 0 then
+  redis.call('ZREM', ready, job_id)
+  if not end_planned(job, target, planned, steps, run .. ':waitrefs', ready, leased,
+                     job_prefix, run_id) then
     return 1
   end
   return continue_job(job_prefix .. run_id, run_id, '', now, 0)
+end
+
+-- Parks this job until `until_ms` for a sleep, wait or invoke it answered (its step is
+-- memoised with what the step returns at that time): the main job waits in the ready set;
+-- a planned step's job too, or ends now when that time has passed.
+local function park_until(until_ms)
+  if target ~= '' and until_ms <= now then
+    return advance()
+  end
+  return continue_at(until_ms, 0)
 end
 
 -- Drops this job, the jobs of planned steps that have not ended, and the waiting main job.

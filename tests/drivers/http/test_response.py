@@ -25,6 +25,7 @@ from server.types import (
     StepFailed,
     StepId,
     StepsPlanned,
+    WaitForEvent,
 )
 
 NOW = 1_764_000_000_000
@@ -68,8 +69,22 @@ def test_step_errors_retry_unless_final_or_marked_no_retry() -> None:
 def test_planned_steps_are_planned_once_each() -> None:
     ops = [{"op": "StepPlanned", "id": i, "displayName": i} for i in ("p", "q", "p")]
     assert _answer(206, ops) == StepsPlanned(("p", "q"))
-    refused = _answer(206, ops, job=PLANNED_JOB)
-    assert isinstance(refused, RunFailed) and not refused.non_retriable
+    # A planned job's plan is refused by the executor's check (one for both transports).
+    assert _answer(206, ops, job=PLANNED_JOB) == StepsPlanned(("p", "q"))
+
+
+def test_a_group_parks_its_sleeps_waits_and_invokes_and_says_when_it_races() -> None:
+    ops = [{"op": "StepPlanned", "id": "p", "displayName": "p"},
+           {"op": "Sleep", "id": "z", "displayName": "nap", "name": "1s"},
+           {"op": "WaitForEvent", "id": "w", "name": "a/b", "opts": {"timeout": "5s"}},
+           {"op": "InvokeFunction", "id": "i", "opts": {"function_id": "app-c"}}]
+    assert _answer(206, ops) == StepsPlanned(
+        ("p",), (Sleep("z", "nap", NOW + 1000), WaitForEvent("w", "w", "a/b", "", NOW + 5000),
+                 InvokeFunction("i", "i", "app-c", b"{}", 0)), race=False)
+    raced = [{**op, "opts": {**op.get("opts", {}), "parallelMode": "race"}} for op in ops[1:3]]
+    assert _answer(206, raced) == StepsPlanned(
+        (), (Sleep("z", "nap", NOW + 1000), WaitForEvent("w", "w", "a/b", "", NOW + 5000)),
+        race=True)
 
 
 def test_sleeps_take_an_iso_time_or_a_duration() -> None:
@@ -77,7 +92,8 @@ def test_sleeps_take_an_iso_time_or_a_duration() -> None:
     assert _answer(206, [py]) == Sleep("z", "nap", 1_764_000_002_000)
     js = {"op": "Sleep", "id": "z", "displayName": "nap", "name": "1m30s"}
     assert _answer(206, [js]) == Sleep("z", "nap", NOW + 90_000)
-    assert isinstance(_answer(206, [js], job=PLANNED_JOB), RunFailed)
+    # A planned step's job sleeps for its own step (the executor checks which).
+    assert _answer(206, [js], job=PLANNED_JOB) == Sleep("z", "nap", NOW + 90_000)
 
 
 @pytest.mark.parametrize(("status", "body", "headers", "non_retriable", "retry_ms"), [
@@ -132,6 +148,7 @@ def test_an_invoke_op_names_the_function_its_data_and_timeout() -> None:
     [{"op": "StepRun", "id": ""}],
     [{"op": "Sleep", "id": "z", "name": "soon"}],
     [{"op": "StepRun", "id": "a"}, {"op": "Sleep", "id": "b", "name": "1s"}],
+    [{"op": "StepPlanned", "id": "a"}, {"op": "AIGateway", "id": "b"}],
     {"not": "a list"},
 ])
 def test_what_plait_cannot_run_fails_the_run_saying_what(body: Any) -> None:
