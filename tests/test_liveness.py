@@ -147,7 +147,7 @@ async def test_a_job_relocked_after_its_planned_steps_goes_to_the_holder_that_en
 ) -> None:
     """The main job of a run whose parallel steps another process ran is that process's."""
     first, first_queue = await _process(redis, "first")
-    second, second_queue = await _process(redis, "second")
+    second, _ = await _process(redis, "second")
     await first_queue.enqueue_runs([_run(1)], _now())
     (main,), _ = await first_queue.lease(SHARD, [(FN, 1)], 1, _now())
     await redis.hset(SHARD.job(main.job_id), "holder", first.holder)

@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import signal
 import socket
+from collections.abc import Sequence
 
 import grpc
 
@@ -36,6 +38,20 @@ _FATAL_CODES = frozenset(
 
 
 PemSource = str | os.PathLike[str] | bytes
+
+
+def _servers(server: str | Sequence[str]) -> tuple[str, ...]:
+    """The server addresses: one, several comma-separated, or a list."""
+    parts = server.split(",") if isinstance(server, str) else list(server)
+    if not all(isinstance(p, str) for p in parts):
+        raise TypeError(f"Worker server has value {server!r}. Expected addresses (str).")
+    addresses = tuple(p.strip() for p in parts)
+    if not addresses or not all(addresses):
+        raise ValueError(
+            f"Worker server has value {server!r}. Expected one or more addresses, "
+            "as a list or comma-separated."
+        )
+    return addresses
 
 
 def _pem(name: str, source: PemSource | None) -> bytes | None:
@@ -73,7 +89,7 @@ class Worker:
     def __init__(
         self,
         app: App,
-        server: str = "127.0.0.1:50051",
+        server: str | Sequence[str] = "127.0.0.1:50051",
         *,
         token: str | None = None,
         max_concurrent_jobs: int = 100,
@@ -84,7 +100,14 @@ class Worker:
         tls_cert: str | os.PathLike[str] | bytes | None = None,
         tls_key: str | os.PathLike[str] | bytes | None = None,
     ) -> None:
-        """`token` is sent as "authorization: Bearer <token>"; `credentials` turns on TLS.
+        """`server` is one address or several (a list, or comma-separated), of equal Plait
+        processes sharing one Redis and database: the worker serves one at a time, starting
+        from a random one, and moves to the next at once when its stream ends or it cannot
+        connect; only after every address failed in a row does it wait its reconnect backoff.
+        A `dns:///name:port` address whose name has several records is spread the same way by
+        gRPC itself.
+
+        `token` is sent as "authorization: Bearer <token>"; `credentials` turns on TLS.
 
         Or TLS from PEM files (a path, or the PEM bytes): `tls_ca` the CA that signed the
         server's certificate (None: the system's roots), `tls_cert` and `tls_key` this worker's
@@ -105,7 +128,8 @@ class Worker:
                 f"Worker shutdown_grace_s has value {shutdown_grace_s}. Expected 0 or more."
             )
         self._app = app
-        self._server = server
+        self._servers = _servers(server)
+        self._server = self._servers[0]
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._max_concurrent_jobs = max_concurrent_jobs
         self._instance_id = instance_id or f"{socket.gethostname()}:{os.getpid()}"
@@ -114,6 +138,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._finished = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
+        self._registrations = 0
 
     def run(self) -> None:
         """Serves until SIGINT or SIGTERM (a second one cuts the shutdown grace short)."""
@@ -126,11 +151,12 @@ class Worker:
             raise RuntimeError("Worker is already running")
         self._main = asyncio.current_task()
         self._finished = asyncio.Event()
-        channel = open_channel(self._server, self._credentials)
+        channels: dict[str, grpc.aio.Channel] = {}
         try:
-            await self._serve(channel)
+            await self._serve(channels)
         finally:
-            await channel.close()
+            for channel in channels.values():
+                await channel.close()
             self._main = None
             self._finished.set()
             # Unbound to any loop, so the worker may run again; a stop() that came before
@@ -164,33 +190,42 @@ class Worker:
         _LOG.info("plait worker: stopping; finishing held jobs (press Ctrl-C again to force)")
         self._stop.set()
 
-    async def _serve(self, channel: grpc.aio.Channel) -> None:
+    async def _serve(self, channels: dict[str, grpc.aio.Channel]) -> None:
         backoff = Backoff()
+        count = len(self._servers)
+        index = random.randrange(count)  # workers given one list spread over its servers
+        failed_in_row = 0
         while not self._stop.is_set():
+            self._server = self._servers[index]
+            channel = channels.get(self._server)
+            if channel is None:
+                channel = channels[self._server] = open_channel(self._server, self._credentials)
+            registrations = self._registrations
             try:
                 end = await self._session(channel, backoff)
             except _RegistrationRejected:
                 raise
             except Exception as exc:
-                delay_s = backoff.next_s()
-                _LOG.warning(
-                    "plait worker: stream to %s failed (%s); reconnecting in %.2fs",
-                    self._server,
-                    _describe(exc),
-                    delay_s,
-                )
+                why = f"stream to {self._server} failed ({_describe(exc)})"
             else:
                 if end is End.STOPPED:
                     return
                 if end is End.DRAINED:
+                    # The server is going away: another one takes over at once.
+                    index = (index + 1) % count
                     _LOG.info("plait worker: server drained the stream; reconnecting")
                     continue
-                delay_s = backoff.next_s()
-                _LOG.warning(
-                    "plait worker: server %s closed the stream; reconnecting in %.2fs",
-                    self._server,
-                    delay_s,
-                )
+                why = f"server {self._server} closed the stream"
+            if self._registrations != registrations:
+                failed_in_row = 0  # it served: a new round of the addresses starts
+            failed_in_row += 1
+            index = (index + 1) % count
+            if failed_in_row < count:
+                _LOG.warning("plait worker: %s; moving to %s now", why, self._servers[index])
+                continue
+            failed_in_row = 0
+            delay_s = backoff.next_s()
+            _LOG.warning("plait worker: %s; reconnecting in %.2fs", why, delay_s)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay_s)
 
@@ -199,6 +234,7 @@ class Worker:
         try:
             registered = await self._register(stream)
             backoff.reset()
+            self._registrations += 1
             _LOG.info(
                 "plait worker: app %r registered with %s (connection %s, %d functions)",
                 self._app.id,
