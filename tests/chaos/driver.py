@@ -85,6 +85,7 @@ class Report:
     child_runs: int = 0
     duplicate_children: int = 0  # invoked runs beyond one per invoking run
     duplicate_runs: int = 0  # runs beyond one per idempotency key (a retried send)
+    deduplicated: int = 0  # acknowledged retries whose run an unacknowledged attempt started
     kills: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KILL_KINDS, 0))
     crashes: dict[str, int] = field(default_factory=lambda: {"server": 0, "worker": 0})
     lost_events: int = 0
@@ -423,12 +424,6 @@ class Chaos:
                     raise
                 r.lost_events += 1
                 r.note(f"acknowledged event {event_id} is not in history")
-        for event_id, (kind, n) in self.triggers.items():
-            mine = [run for run in by_event.get(event_id, [])
-                    if run.function_id == f"chaos-{kind}"]
-            if not mine:
-                r.lost_runs += 1
-                r.note(f"event {event_id} ({kind} {n}) has no run")
         executions = _side_effects(self.side_effects)
         children: Counter[str] = Counter()
         per_key: Counter[tuple[str, int]] = Counter()
@@ -450,6 +445,14 @@ class Chaos:
                        f"{run_pb2.RunStatus.Name(run.status)}: {run.error.message[:300]}")
             full = await _call(lambda run_id=run.id: self.client.run(run_id))  # type: ignore[misc]
             self._check_steps(full, executions.get(run.id, {}))
+        for event_id, (kind, n) in self.triggers.items():
+            if per_key[(f"chaos-{kind}", n)] == 0:
+                r.lost_runs += 1
+                r.note(f"event {event_id} ({kind} {n}) has no run")
+            elif not any(run.function_id == f"chaos-{kind}" for run in by_event.get(event_id, [])):
+                # The acknowledged event is a retry the idempotency key stopped: its first
+                # attempt (unacknowledged, yet stored) started the run.
+                r.deduplicated += 1
         for parent, count in children.items():
             if count > 1:
                 r.duplicate_children += count - 1

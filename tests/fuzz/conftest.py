@@ -24,7 +24,7 @@ import grpc
 import httpx
 import pytest
 from hypothesis import HealthCheck, Phase, settings
-from plait_proto.v1 import event_pb2, event_pb2_grpc
+from plait_proto.v1 import event_pb2, event_pb2_grpc, function_pb2, queue_pb2, queue_pb2_grpc
 
 from tests.chaos.driver import ChaosServer, RedisServer
 from tests.chaos.summary import LINES, print_summary
@@ -41,6 +41,12 @@ SERVER_FAULTS = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusC
 CALL_TIMEOUT_S = 10.0
 TALLY: dict[tuple[str, str], list[int]] = {}
 EVENT_KEY = "fuzzkey"
+# A worker app the fuzz registers at start: generated events named "fuzzq/go" (hostile data
+# included) start its runs, which the worker-stream tests lease and answer.
+REGISTER = queue_pb2.ConnectRequest(register=queue_pb2.Register(
+    app_id="fuzzq", language="python", sdk_name="fuzz", sdk_version="0", max_concurrent_jobs=4,
+    functions=[function_pb2.FunctionDefinition(id="f", name="f", retries=1, triggers=[
+        function_pb2.Trigger(event=function_pb2.EventTrigger(event="fuzzq/go"))])]))
 
 
 def fuzz_settings(surface_tests: int) -> settings:
@@ -162,6 +168,9 @@ def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
                 event_pb2.EventInput(name="fuzz/go", data_json=b'{"n": 1}')]),
             timeout=CALL_TIMEOUT_S)
         KNOWN_IDS.extend(reply.ids)
+        for _ in queue_pb2_grpc.QueueServiceStub(channel).Connect(iter([REGISTER]),
+                                                                  timeout=CALL_TIMEOUT_S):
+            pass  # registered; the stream ends as the request stream does
         with httpx.Client(base_url=http, timeout=CALL_TIMEOUT_S) as web:
             yield Target(backend, http, f"127.0.0.1:{s.grpc_port}", server, channel, web)
     finally:

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import grpc
 from hypothesis import given
 from hypothesis import strategies as st
-from plait_proto.v1 import event_pb2, event_pb2_grpc, function_pb2, queue_pb2, queue_pb2_grpc
+from plait_proto.v1 import event_pb2, event_pb2_grpc, queue_pb2, queue_pb2_grpc
 
-from tests.fuzz.conftest import CALL_TIMEOUT_S, SERVER_FAULTS, Target, fuzz_settings
+from tests.fuzz.conftest import CALL_TIMEOUT_S, REGISTER, SERVER_FAULTS, Target, fuzz_settings
 from tests.fuzz.strategies import KNOWN_IDS, messages
 
 SURFACE = "grpc-queue"
@@ -47,12 +47,6 @@ def test_generated_worker_streams_never_end_in_a_server_error(
             pass
     except grpc.RpcError as e:
         _fault_of(target, f"Connect({[first, *rest]!r:.2000})", e)
-
-
-REGISTER = queue_pb2.ConnectRequest(register=queue_pb2.Register(
-    app_id="fuzzq", language="python", sdk_name="fuzz", sdk_version="0", max_concurrent_jobs=4,
-    functions=[function_pb2.FunctionDefinition(id="f", name="f", retries=1, triggers=[
-        function_pb2.Trigger(event=function_pb2.EventTrigger(event="fuzzq/go"))])]))
 
 
 @fuzz_settings(TESTS)
