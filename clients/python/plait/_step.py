@@ -45,9 +45,10 @@ _MAX_DATA_BYTES = 512 * 1024
 class _Run:
     """Replay state of one job: the memo, the step ids seen so far, and the job's one opcode.
 
-    A main job (no `target`) runs the first new step it reaches, or, when several new
-    `step.run` steps are reached at once (`asyncio.gather`, a TaskGroup), runs none of them and
-    answers `StepsPlanned`. A planned step's job (`target` set) runs only that step.
+    A main job (no `target`) runs the first new step it reaches, or, when several new steps
+    are reached at once (`asyncio.gather`, a TaskGroup), runs none of them and answers
+    `StepsPlanned`. A planned step's job (`target` set) runs only that step: a `step.run` or
+    a send, or a sleep, wait or invoke, which parks that job on the server until it ends.
     """
 
     def __init__(
@@ -68,9 +69,8 @@ class _Run:
         self._counts: dict[str, int] = {}
         self._hits = 0
         self._claimed = False
-        # New steps reached in the current round, in call order, with whether they may run
-        # as planned steps (only `step.run`).
-        self._pending: list[tuple[str, bool]] = []
+        # New steps reached in the current round, in call order.
+        self._pending: list[str] = []
 
     @property
     def replaying(self) -> bool:
@@ -118,13 +118,13 @@ class _Run:
         self._claimed = True
         return True
 
-    async def reach(self, step_id: str, plannable: bool) -> None:
+    async def reach(self, step_id: str) -> None:
         """Called by an async step not memoised: returns when this job is to run it.
 
         Otherwise it parks until the job has its answer, then ends the job's function. In a
         main job, the first step of a round lets the event loop turn a few times so that
         steps started at the same time (siblings in `asyncio.gather`) reach theirs; two or
-        more `step.run` steps are then planned instead of run.
+        more are then planned instead of run, whatever their kind.
         """
         if self.cancelled or self.finished.is_set():
             raise _Interrupt
@@ -133,7 +133,7 @@ class _Run:
             return
         if self._claimed:
             await self._park()
-        self._pending.append((step_id, plannable))
+        self._pending.append(step_id)
         if len(self._pending) > 1:
             await self._park()  # the round's first step decides for all
         if self.target or asyncio.current_task() is not self._root:
@@ -145,11 +145,10 @@ class _Run:
                 await self._park()
         pending = self._pending
         self._pending = []
-        if not self.target and len(pending) > 1 and all(p for _, p in pending):
-            self.finish(StepsPlanned(tuple(sid for sid, _ in pending[:_MAX_PLANNED])))
-        # One new step, or a sleep, wait, invoke or send among them (the first runs, the others
-        # come back in later jobs), or a planned step's job whose target is not reachable
-        # without this step.
+        if not self.target and len(pending) > 1:
+            self.finish(StepsPlanned(tuple(pending[:_MAX_PLANNED])))
+        # One new step, or a planned step's job whose target is not reachable without this
+        # step.
         self._claimed = True
 
     async def _park(self) -> NoReturn:
@@ -213,7 +212,7 @@ class Step:
         value = run.replay(sid)
         if value is not _NEW:
             return value
-        await run.reach(sid, plannable=True)
+        await run.reach(sid)
         try:
             if inspect.iscoroutinefunction(fn):
                 output = await fn(*args)
@@ -238,7 +237,7 @@ class Step:
         sid = run.step_id(name)
         if run.sleep_memoised(sid):
             return
-        await run.reach(sid, plannable=False)
+        await run.reach(sid)
         run.finish(Sleep(sid, name, until_ms))
 
     async def wait_for_event(
@@ -251,7 +250,7 @@ class Step:
         value = run.replay(sid)
         if value is not _NEW:
             return _event_of(value)
-        await run.reach(sid, plannable=False)
+        await run.reach(sid)
         run.finish(_wait_opcode(sid, step_id, event, if_exp, timeout))
 
     async def invoke(
@@ -274,7 +273,7 @@ class Step:
         value = run.replay(sid)
         if value is not _NEW:
             return value
-        await run.reach(sid, plannable=False)
+        await run.reach(sid)
         run.finish(_invoke_opcode(sid, step_id, function, data, timeout))
 
     async def send_event(self, step_id: str, events: SendEvent | Sequence[SendEvent]) -> list[str]:
@@ -284,7 +283,7 @@ class Step:
         value = run.replay(sid)
         if value is not _NEW:
             return _ids_of(value)
-        await run.reach(sid, plannable=False)
+        await run.reach(sid)
         run.finish(_send_opcode(sid, step_id, events))
 
 

@@ -50,8 +50,9 @@ def failure(name: str, message: str) -> bytes:
     return json.dumps({"error": {"name": name, "message": message, "stack": "tb"}}).encode()
 
 
-def job(function: str = "f", steps: dict[str, bytes] | None = None) -> Job:
-    return Job("job-1", "lease-1", "run-1", f"app-{function}", function, steps=steps or {})
+def job(function: str = "f", steps: dict[str, bytes] | None = None, target: str = "") -> Job:
+    return Job("job-1", "lease-1", "run-1", f"app-{function}", function, steps=steps or {},
+               target_step=target)
 
 
 def output(opcode: object) -> Any:
@@ -155,14 +156,15 @@ async def test_sync_invoke_answers_and_replays() -> None:
     assert output(done) == [1, 2]
 
 
-async def test_an_invoke_among_parallel_steps_is_not_planned() -> None:
+async def test_an_invoke_among_parallel_steps_is_planned_and_its_job_invokes() -> None:
     app = App("app")
 
     @app.function("f", trigger=TRIGGER)
     async def f(ctx: Context, step: Step) -> None:
         await asyncio.gather(step.invoke("call", function="x-y"), step.run("a", lambda: 1))
 
-    opcode = await execute(app, job())
+    assert await execute(app, job()) == StepsPlanned(("call", "a"))
+    opcode = await execute(app, job(target="call"))
 
     assert isinstance(opcode, InvokeFunction) and opcode.step_id == "call"
 

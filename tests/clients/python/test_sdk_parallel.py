@@ -11,6 +11,7 @@ from fake_queue_server import eventually
 from plait import App, Context, Step, SyncStep, TriggerEvent
 from plait._execute import execute
 from plait._messages import (
+    InvokeFunction,
     Job,
     RunCompleted,
     RunFailed,
@@ -18,6 +19,7 @@ from plait._messages import (
     StepCompleted,
     StepFailed,
     StepsPlanned,
+    WaitForEvent,
 )
 
 TRIGGER = TriggerEvent("test/run")
@@ -241,7 +243,7 @@ async def test_at_most_100_steps_are_planned_per_job() -> None:
     assert second == StepsPlanned(tuple(f"s{i}" for i in range(100, 120)))
 
 
-async def test_a_sleep_among_new_steps_is_not_planned_the_first_runs() -> None:
+async def test_sleeps_waits_and_invokes_among_new_steps_are_planned_too() -> None:
     app = App("app")
     ran: list[str] = []
 
@@ -250,20 +252,27 @@ async def test_a_sleep_among_new_steps_is_not_planned_the_first_runs() -> None:
         return "a"
 
     @app.function("f", trigger=TRIGGER)
-    async def f(ctx: Context, step: Step) -> None:
-        await asyncio.gather(step.run("a", body), step.sleep("nap", 5))
+    async def f(ctx: Context, step: Step) -> list[Any]:
+        a, _, event, child = await asyncio.gather(
+            step.run("a", body), step.sleep("nap", 5),
+            step.wait_for_event("w", event="test/go", timeout=60),
+            step.invoke("i", function="app-child", data={"n": 1}))
+        return [a, event is not None, child]
 
-    @app.function("g", trigger=TRIGGER)
-    async def g(ctx: Context, step: Step) -> None:
-        await asyncio.gather(step.sleep("nap", 5), step.run("a", body))
+    planned = await execute(app, job())
+    run_a = await execute(app, job(target="a"))
+    nap = await execute(app, job(target="nap"))
+    wait = await execute(app, job(target="w"))
+    invoke = await execute(app, job(target="i"))
+    done = await execute(app, job({"a": data("a"), "nap": data(None),
+                                   "w": data({"name": "test/go"}), "i": data(7)}))
 
-    first = await execute(app, job())
-    second = await execute(app, job({"a": data("a")}))
-    other = await execute(app, job(function="g"))
-
-    assert first == StepCompleted("a", "a", b'"a"')
-    assert isinstance(second, Sleep) and second.step_id == "nap"
-    assert isinstance(other, Sleep) and other.step_id == "nap"
+    assert planned == StepsPlanned(("a", "nap", "w", "i"))
+    assert run_a == StepCompleted("a", "a", b'"a"')
+    assert isinstance(nap, Sleep) and nap.step_id == "nap"
+    assert isinstance(wait, WaitForEvent) and wait.step_id == "w" and wait.event == "test/go"
+    assert isinstance(invoke, InvokeFunction) and invoke.step_id == "i"
+    assert isinstance(done, RunCompleted) and json.loads(done.output_json) == ["a", True, 7]
     assert ran == ["a"]
 
 
