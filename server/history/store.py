@@ -200,6 +200,9 @@ async def insert_events(engine: AsyncEngine, events: Sequence[Event], received_a
             }
         )
     stmt = insert(engine, EVENTS).on_conflict_do_nothing(index_elements=["id"])
+    # In primary-key order: two requests storing the same ids (a client's retry, the
+    # reconciler) take their row locks in one order, so they never deadlock.
+    rows.sort(key=lambda row: str(row["id"]))
     async with engine.begin() as conn:
         await conn.execute(stmt, rows)
 

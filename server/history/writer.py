@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aredis
 import structlog
 from redis.exceptions import RedisError, ResponseError
-from sqlalchemy import case, func, literal_column, or_
+from sqlalchemy import case, func, literal_column, or_, text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.history.db import Insert, insert
 from server.history.models import RUNS, STEP_ATTEMPTS
@@ -34,6 +34,7 @@ from server.history.records import (
 from server.history.spans import finished_roots
 from server.keys import Keys, ShardKeys
 from server.liveness import Liveness, StreamTakeover
+from server.redis_client import is_cluster
 from server.tasks import raise_if_cancelling
 from server.types import RunStatus
 
@@ -281,12 +282,26 @@ class HistoryWriter:
         return applied
 
     async def _read_new(self, block_ms: int | None) -> dict[str, list[_Entry]]:
+        if len(self._shards) > 1 and is_cluster(self._redis):
+            # A Redis Cluster serves an XREADGROUP from one slot only, and each shard's stream
+            # has its own: every stream is read on its own (concurrently), without blocking
+            # first so that a busy shard is not held up by idle ones' blocks.
+            batch = await self._read_each(None)
+            return batch if batch or block_ms is None else await self._read_each(block_ms)
         streams: dict[Any, Any] = {stream: ">" for stream in self._shards}
         async with asyncio.timeout(_REDIS_TIMEOUT_S):
             response = await self._redis.xreadgroup(
                 GROUP, self._consumer, streams, count=_BATCH, block=block_ms
             )
         return {s: e for s, e in _streams(response).items() if e}
+
+    async def _read_each(self, block_ms: int | None) -> dict[str, list[_Entry]]:
+        async with asyncio.timeout(_REDIS_TIMEOUT_S):
+            responses = await asyncio.gather(*(
+                self._redis.xreadgroup(GROUP, self._consumer, {stream: ">"}, count=_BATCH,
+                                       block=block_ms)
+                for stream in self._shards))
+        return {s: e for response in responses for s, e in _streams(response).items() if e}
 
     async def _apply(self, batch: dict[str, list[_Entry]]) -> int:
         """Writes one batch in one transaction, then acknowledges and deletes its entries."""
@@ -301,11 +316,12 @@ class HistoryWriter:
                     changes.add(shard.shard, entry_id, record)
         created, started, steps, ended = self._upserts
         async with asyncio.timeout(_SQL_TIMEOUT_S), self._engine.begin() as conn:
+            await _lock_runs(conn, changes)
             for stmt, rows in [
-                (created, list(changes.created.values())),
-                (started, list(changes.started.values())),
-                (steps, changes.steps),
-                (ended, list(changes.ended.values())),
+                (created, _by_id(changes.created.values())),
+                (started, _by_id(changes.started.values())),
+                (steps, _by_id(changes.steps)),
+                (ended, _by_id(changes.ended.values())),
             ]:
                 if rows:
                     await conn.execute(stmt, rows)
@@ -346,6 +362,30 @@ class HistoryWriter:
                 ENTRY_INVALID, shard=shard.shard, entry_id=entry_id, reason=reason, fields=fields
             )
         return record
+
+
+# Writers that split one stream (or take over a dead one's entries) may write rows of the
+# same runs at once. Each statement's rows go in primary-key order, and on PostgreSQL a batch
+# first takes a transaction-scoped advisory lock per run it touches, in the order of the lock
+# keys: two batches sharing a run queue up at their first shared lock instead of each holding
+# a row the other waits for across statements (the `deadlock detected` of issue 17).
+# SQLite has one writer at a time. Distinct runs whose keys collide only share a lock.
+_LOCK_RUNS = text(
+    "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT DISTINCT hashtextextended(id, 17)"
+    " AS k FROM unnest(CAST(:ids AS text[])) AS id ORDER BY k) AS keys")
+
+
+def _by_id(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(rows, key=lambda row: str(row["id"]))
+
+
+async def _lock_runs(conn: AsyncConnection, changes: _Changes) -> None:
+    if conn.dialect.name != "postgresql":
+        return
+    ids = {*changes.created, *changes.started, *changes.ended,
+           *(str(step["run_id"]) for step in changes.steps)}
+    if ids:
+        await conn.execute(_LOCK_RUNS, {"ids": sorted(ids)})
 
 
 def _upserts(engine: AsyncEngine) -> tuple[Insert, Insert, Insert, Insert]:
