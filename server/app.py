@@ -41,7 +41,7 @@ from server.history.writer import HistoryWriter
 from server.keys import Keys
 from server.liveness import Liveness
 from server.queue import Queue
-from server.redis_client import open_redis
+from server.redis_client import drop_connections, open_redis
 from server.runner.cron import Clock, Scheduler
 from server.runner.guard import app_of_function
 from server.runner.index import FunctionIndex
@@ -237,7 +237,7 @@ class PlaitServer:
             if not self._tasks.done() and self._redis is not None:
                 # A role blocked in a Redis read can miss its cancellation (seen with
                 # redis-py's blocking XREADGROUP); closing the sockets ends the read.
-                await self._redis.connection_pool.disconnect()
+                await drop_connections(self._redis)
             await self._phase("roles", asyncio.wait({self._tasks}), 10)
         if self._liveness is not None:
             await self._phase("liveness", _quietly(self._liveness.leave()), 5)

@@ -54,7 +54,9 @@ async def call_pipelined(redis: Redis, calls: Sequence[ScriptCall]) -> list[Any]
 async def _evalshas(redis: Redis, calls: Sequence[ScriptCall]) -> list[Any]:
     async with redis.pipeline(transaction=False) as pipe:
         for script, keys, args in calls:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            # execute_command, not evalsha: redis-py's cluster pipeline refuses its evalsha
+            # method, but routes an EVALSHA command by its first key like any other.
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
         return list(await pipe.execute(raise_on_error=False))
 
 

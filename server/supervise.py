@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.errors import Unavailable
+from server.redis_client import drop_connections, open_probe
 from server.tasks import raise_if_cancelling
 
 __all__ = [
@@ -160,10 +161,10 @@ class StorageHealth:
         answers within its deadline) and its database. When Redis is back, the server
         client's pooled connections are closed: one left waiting on a peer that will never
         answer (a half-open socket) cannot hold a role, whose call is retried on a new one."""
-        probe = Redis.from_url(redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        probe = open_probe(redis_url, timeout_s=2.0)
         return cls({"redis": probe.ping, "database": lambda: _select_one(engine)}, grace_s,
                    close=probe.aclose,
-                   on_reachable={"redis": redis.connection_pool.disconnect})
+                   on_reachable={"redis": lambda: drop_connections(redis)})
 
     @property
     def ok(self) -> bool:

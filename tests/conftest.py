@@ -19,6 +19,7 @@ import redis as redis_sync
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.history import migrate, open_database
+from tests.cluster_support import Cluster, redis_server_available, running_cluster
 
 # CI sets this so that a missing service fails the run instead of skipping its tests.
 REQUIRE_SERVICES = os.environ.get("PLAIT_TEST_REQUIRE_SERVICES", "") not in ("", "0")
@@ -113,3 +114,19 @@ async def engine(url: str) -> AsyncIterator[AsyncEngine]:
     await migrate(engine)
     yield engine
     await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A real Redis Cluster (3 masters, 3 replicas) on loopback, started once per session."""
+    if not redis_server_available():
+        _unavailable("redis-server / redis-cli", FileNotFoundError("not on PATH"))
+    with running_cluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: Cluster) -> str:
+    """`redis+cluster://` URL of the session's cluster, every master flushed first."""
+    redis_cluster.flush()
+    return redis_cluster.url
