@@ -230,6 +230,48 @@ async def listener(ctx: inngest.Context) -> dict[str, Any]:
     return {"heard": await ctx.step.run("heard", lambda: bump(ctx, "heard"))}
 
 
+def _match_key(name: str) -> dict[str, Any]:
+    return {"event": f"{APP_ID}/{name}", "if_exp": "async.data.key == event.data.key"}
+
+
+@client.create_function(fn_id="pair", trigger=inngest.TriggerEvent(event=f"{APP_ID}/pair"))
+async def pair(ctx: inngest.Context) -> dict[str, Any]:
+    """Waits for `<app>/left` and `<app>/right` with its key at once (a parallel group)."""
+    left, right = await ctx.group.parallel((
+        lambda: ctx.step.wait_for_event("left", **_match_key("left"),
+                                        timeout=datetime.timedelta(seconds=60)),
+        lambda: ctx.step.wait_for_event("right", **_match_key("right"),
+                                        timeout=datetime.timedelta(seconds=60)),
+    ))
+    after = await ctx.step.run("after", lambda: bump(ctx, "after"))
+    return {"left": left and left.data, "right": right and right.data, "after": after}
+
+
+@client.create_function(fn_id="racer", trigger=inngest.TriggerEvent(event=f"{APP_ID}/racer"))
+async def racer(ctx: inngest.Context) -> dict[str, Any]:
+    """Races `<app>/go` with its key against a sleep of `nap_s` (ParallelMode.RACE): the
+    function goes on at the first to end; the loser keeps its timeout answer (null)."""
+    paid, _ = await ctx.group.parallel((
+        lambda: ctx.step.wait_for_event("go", **_match_key("go"),
+                                        timeout=datetime.timedelta(seconds=300)),
+        lambda: ctx.step.sleep("nap", datetime.timedelta(seconds=ctx.event.data["nap_s"])),
+    ), parallel_mode=inngest.ParallelMode.RACE)
+    after = await ctx.step.run("after", lambda: bump(ctx, "after"))
+    return {"winner": "sleep" if paid is None else "event",
+            "event": paid and paid.data, "after": after}
+
+
+@client.create_function(fn_id="napgroup",
+                        trigger=inngest.TriggerEvent(event=f"{APP_ID}/napgroup"))
+async def napgroup(ctx: inngest.Context) -> dict[str, Any]:
+    """A sleep and a step.run in one parallel group."""
+    _, work = await ctx.group.parallel((
+        lambda: ctx.step.sleep("nap", datetime.timedelta(seconds=1)),
+        lambda: ctx.step.run("work", lambda: bump(ctx, "work") and "worked"),
+    ))
+    return {"work": work, "calls": counts(ctx, "work")}
+
+
 app = fastapi.FastAPI()
 
 
@@ -256,7 +298,7 @@ async def send(event: dict[str, Any]) -> fastapi.responses.JSONResponse:
 
 inngest.fast_api.serve(app, client, [
     sequential, flaky, doomed, mourned, napper, parallel, waiter, laggard, ticker, dozer, hog,
-    tardy, cancellable, child, parent, announcer, listener])
+    tardy, cancellable, child, parent, announcer, listener, pair, racer, napgroup])
 
 if __name__ == "__main__":
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")

@@ -262,11 +262,61 @@ const listener = inngest.createFunction(
   }),
 );
 
+// Waits for `<app>/left` and `<app>/right` with its key at once (Promise.all).
+const pair = inngest.createFunction(
+  { id: "pair", triggers: [{ event: `${appId}/pair` }] },
+  async ({ event, step }) => {
+    const data = event.data as Data;
+    const match = "async.data.key == event.data.key";
+    const [left, right] = await Promise.all([
+      step.waitForEvent("left", { event: `${appId}/left`, timeout: "60s", if: match }),
+      step.waitForEvent("right", { event: `${appId}/right`, timeout: "60s", if: match }),
+    ]);
+    const after = await step.run("after", () => bump(data, "after"));
+    return { left: left?.data ?? null, right: right?.data ?? null, after };
+  },
+);
+
+// Races `<app>/go` with its key against a sleep of `nap_s` (group.parallel's race mode, which
+// marks the steps `parallelMode: "race"`): the function goes on at the first to end; the
+// loser keeps its timeout answer (null).
+const racer = inngest.createFunction(
+  { id: "racer", triggers: [{ event: `${appId}/racer` }] },
+  async ({ event, step, group }) => {
+    const data = event.data as Data & { nap_s: number };
+    const first = await group.parallel({ mode: "race" }, () =>
+      Promise.race([
+        step.waitForEvent("go", {
+          event: `${appId}/go`,
+          timeout: "300s",
+          if: "async.data.key == event.data.key",
+        }),
+        step.sleep("nap", `${data.nap_s}s`).then(() => null),
+      ]),
+    );
+    const after = await step.run("after", () => bump(data, "after"));
+    return { winner: first === null ? "sleep" : "event", event: first?.data ?? null, after };
+  },
+);
+
+// A sleep and a step.run in one parallel group (Promise.all).
+const napgroup = inngest.createFunction(
+  { id: "napgroup", triggers: [{ event: `${appId}/napgroup` }] },
+  async ({ event, step }) => {
+    const data = event.data as Data;
+    const [, work] = await Promise.all([
+      step.sleep("nap", "1s"),
+      step.run("work", () => (bump(data, "work"), "worked")),
+    ]);
+    return { work, calls: counts(data, "work") };
+  },
+);
+
 const handler = serve({
   client: inngest,
   functions: [
     sequential, flaky, doomed, mourned, napper, parallel, waiter, laggard, ticker, dozer, hog,
-    tardy, cancellable, child, parent, announcer, listener,
+    tardy, cancellable, child, parent, announcer, listener, pair, racer, napgroup,
   ],
 });
 
