@@ -185,8 +185,8 @@ class Executor:
         dead = await self._liveness.dead_holders(await self._liveness.holders(shard))
         if dead:
             released = await self._queue.release_dead(shard, dead, _now_ms(), self._redelivery)
-            log.warning("lease.holder_dead", shard=shard.shard, holders=dead, jobs=released)
-            if released:
+            if released:  # a process that stopped cleanly had handed its leases back itself
+                log.warning("lease.holder_dead", shard=shard.shard, holders=dead, jobs=released)
                 self.wake()
 
     async def _scavenge(self, shard: ShardKeys) -> None:
