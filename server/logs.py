@@ -20,8 +20,11 @@ __all__ = ["LEVELS", "add_trace_id", "configure_logging"]
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
 
-# Loggers whose INFO lines are noise at every start (alembic lists each plugin it loads).
-_QUIET = ("alembic.runtime.plugins",)
+# Libraries' loggers: their INFO lines are noise (httpx logs every request, so discovery's
+# probes would print lines every 3 s; alembic lists each plugin it loads). They stay at
+# WARNING unless `--log-level debug` asks for everything.
+_QUIET = ("alembic", "aiosqlite", "asyncio", "grpc", "h11", "h2", "hpack", "httpcore", "httpx",
+          "multipart", "redis", "sqlalchemy", "urllib3", "watchfiles")
 
 
 def configure_logging(fmt: str, level: str) -> None:
@@ -70,7 +73,9 @@ def configure_logging(fmt: str, level: str) -> None:
     root.handlers = [handler]
     root.setLevel(level.upper())
     for name in _QUIET:
-        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+        quiet = logging.getLogger(name)
+        quiet.setLevel(logging.NOTSET if root.level <= logging.DEBUG
+                       else max(logging.WARNING, root.level))
 
 
 def add_trace_id(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:

@@ -4,7 +4,9 @@ Syncing an app is a `PUT` to its serve URL; the SDK answers it by registering it
 with `POST /fn/register` (out-of-band sync) and relays the result. Apps come from
 `--sdk-url` / `-u`, from the sync API, and in dev mode from discovery: a cheap scan of the usual
 local ports for an answer carrying `X-Inngest-SDK`. Every known URL is probed on each pass, and
-an app that disappears and comes back (a restart with new code) is synced again.
+an app that disappears and comes back (a restart with new code) is synced again. The log says
+what changed, once: an app found, synced, gone, or a sync that failed (again only when its
+error changes), never a line per pass.
 
 In dev mode the server only ever connects to loopback apps (127.0.0.0/8, ::1, `localhost`)
 unless `--allow-remote-sync` is given: the sync API is reachable from any local process, and
@@ -95,6 +97,10 @@ class AppSync:
         self._client: httpx.AsyncClient | None = None
         # URL -> whether it answered the last probe and has been synced since it came up.
         self._watched: dict[str, bool] = {}
+        # URLs that answered their last probe, and the last sync error of each URL: the log
+        # says when these change, not on every pass.
+        self._up: set[str] = set()
+        self._failures: dict[str, str] = {}
         for url in settings.sdk_url_list:
             try:
                 sync_target(url, settings)
@@ -184,13 +190,24 @@ class AppSync:
         """One pass: discover (dev), then sync every known app that came up since the last."""
         if self._settings.mode is Mode.DEV and self._settings.sdk_discovery:
             for url in await self.discover():
-                self._watched.setdefault(url, False)
+                if url not in self._watched:
+                    log.info("app.found", url=url)
+                    self._watched[url] = False
         for url, synced in list(self._watched.items()):
             if not await self._present(url):
                 self._watched[url] = False
-            elif not synced:
+                if url in self._up:
+                    self._up.discard(url)
+                    self._failures.pop(url, None)
+                    log.info("app.gone", url=url)
+                continue
+            self._up.add(url)
+            if not synced:
                 result = await self.sync(url)
-                if not result.ok:
+                if result.ok:
+                    self._failures.pop(url, None)
+                elif self._failures.get(url) != result.error:
+                    self._failures[url] = result.error
                     log.warning("app.sync_failed", url=url, status=result.status,
                                 error=result.error)
 
