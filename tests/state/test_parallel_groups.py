@@ -223,3 +223,20 @@ async def test_a_planned_job_that_parks_frees_its_concurrency_slot(redis: Redis)
                            FLOW_NOW + 4, relock=True)
     (next_run,) = await flow.lease(fn, now=FLOW_NOW + 5)  # parked: the slot is free again
     assert next_run.run_id == other.run_id
+
+
+async def test_a_group_over_the_state_cap_fails_the_run_before_any_invoke_is_sent(
+        redis: Redis) -> None:
+    queue = Queue(redis, Keys(), lease_ms=60_000)
+    state = StateStore(redis, Keys(), Settings(max_run_state_bytes=200))
+    await queue.enqueue_runs(
+        [NewRun(RUN, FN, AppId("app"), EventId("e1"), b'{"data":{}}', 3, NOW)], NOW)
+    (main,), _ = await queue.lease(SK, [(FN, 10)], 10, NOW)
+    plan = StepsPlanned((), tuple(
+        InvokeFunction(StepId(f"i{n}"), "i", "app-child", b"{}", NOW + 1000) for n in range(5)))
+    (applied,) = await state.apply([(main, plan)], NOW, relock=True)
+    assert applied.outcome is Outcome.FINISHED
+    assert (await state.get_run(RUN)).status is RunStatus.FAILED  # type: ignore[union-attr]
+    assert not [f for _, f in await redis.xrange(SK.history) if f[b"k"] == b"emit"]
+    assert await redis.hlen(SK.waits("inngest/function.finished")) == 0
+    assert await _lease(queue, NOW + 10_000) == {}

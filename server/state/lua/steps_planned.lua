@@ -22,23 +22,28 @@ local function new_job(step_id, at)
     'lease', '', 'step', step_id, 'race', race)
   redis.call('ZADD', ready, at, id)
 end
+-- Memos first: one over the state cap fails the run before any wait or invoke is made.
+local fresh = {}
 for _, op in ipairs(cjson.decode(ARGV[9])) do
   if redis.call('HEXISTS', steps, op.step) == 0 and redis.call('SADD', planned, op.step) == 1 then
     if not memoise(op.step, op.memo) then return 3 end
-    record_step(op.step, op.name, 'sleeping', 0, '', '', op['until'])
-    if op['until'] <= now then
-      redis.call('SREM', planned, op.step)  -- over already: the memo is its answer
-    else
-      if type(op.wait) == 'table' then
-        local w = op.wait
-        add_wait(run .. ':waitrefs', w[1], w[2], w[3], w[4], w[5], w[6])
-      end
-      if type(op.events) == 'string' then
-        redis.call('XADD', history, '*', 'k', 'emit', 'run', run_id, 'events', op.events,
-          'ts', now)
-      end
-      new_job(op.step, op['until'])
+    fresh[#fresh + 1] = op
+  end
+end
+for _, op in ipairs(fresh) do
+  record_step(op.step, op.name, 'sleeping', 0, '', '', op['until'])
+  if op['until'] <= now then
+    redis.call('SREM', planned, op.step)  -- over already: the memo is its answer
+  else
+    if type(op.wait) == 'table' then
+      local w = op.wait
+      add_wait(run .. ':waitrefs', w[1], w[2], w[3], w[4], w[5], w[6])
     end
+    if type(op.events) == 'string' then
+      redis.call('XADD', history, '*', 'k', 'emit', 'run', run_id, 'events', op.events,
+        'ts', now)
+    end
+    new_job(op.step, op['until'])
   end
 end
 for i = 10, #ARGV do
