@@ -143,7 +143,8 @@ class ServerProcess:
         if s.mode is Mode.DEV:
             args += ["--data-dir", str(s.data_dir)]
         else:
-            args += ["--redis-url", s.redis_url, "--database-url", s.database_url]
+            args += ["--redis-url", s.redis_url, "--database-url", s.database_url,
+                     "--queue-shards", str(s.queue_shards)]
         if s.insecure:
             args.append("--insecure")
         for flag, value in (("--grpc-tokens", s.grpc_tokens), ("--admin-tokens", s.admin_tokens),
