@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.api.auth import TokenInterceptor
+from server.api.grpc_errors import ErrorInterceptor
 from server.api.http import HttpServer, bind, build_app, http_server
 from server.api.inngest import AppSync, InngestGateway
 from server.api.management import ManagementServicer
@@ -143,7 +144,9 @@ class PlaitServer:
             log.warning("grpc.no_admin_tokens",
                         hint="ManagementService calls (cancel, replay, pause, reading runs) are "
                              "refused until --admin-tokens (PLAIT_ADMIN_TOKENS) is set")
-        self._grpc = grpc.aio.server(options=options, interceptors=interceptors)
+        # Authentication first; then the one error edge (no handler error becomes UNKNOWN).
+        self._grpc = grpc.aio.server(options=options,
+                                     interceptors=[*interceptors, ErrorInterceptor()])
         wanted = s.role_set
         if "api" in wanted:
             event_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(ingest), self._grpc)

@@ -48,7 +48,11 @@ def configure_logging(fmt: str, level: str) -> None:
         tracebacks = structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
         shared.append(structlog.processors.ExceptionRenderer(tracebacks))
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        # Plain tracebacks: rich's (the default when rich is installed) render every local of
+        # every frame, which took seconds per record and froze the loop during a Redis outage,
+        # when each role logs its crash.
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(),
+                                                 exception_formatter=structlog.dev.plain_traceback)
     structlog.configure(
         processors=[
             # Drops a record below the level before any other processor spends time on it.

@@ -118,8 +118,9 @@ async def supervise(
                 attempt.cancel()
         if time.monotonic() - started >= backoff.healthy_s:
             delay_s = backoff.first_s
+        # Storage away is an outage, not a bug: its traceback says nothing the error does not.
         log.error(ROLE_CRASHED, role=name, error=describe(error), restart_in_s=delay_s,
-                  exc_info=error)
+                  exc_info=None if is_storage_error(error) else error)
         if on_restart is not None:
             on_restart(name)
         if on_storage_error is not None and is_storage_error(error):

@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from typing import Any
 
 import uvicorn
+from redis.exceptions import RedisError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -60,6 +62,20 @@ def _metrics_route(telemetry: Telemetry, settings: Settings) -> Route:
     return Route("/metrics", metrics, methods=["GET"])
 
 
+async def _storage_away(_: Request, error: Exception) -> JSONResponse:
+    """503 (retry later), not 500, for any request that met storage away (Redis, the database);
+    the Inngest SDKs retry a 5xx send, and the shape is the event API's error body."""
+    return JSONResponse({"error": f"storage is unavailable, retry later: {type(error).__name__}",
+                         "status": 503}, status_code=503, headers={"Retry-After": "1"})
+
+
+# Starlette matches these along each exception's MRO.
+STORAGE_ERRORS: Mapping[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+    RedisError: _storage_away, OperationalError: _storage_away, InterfaceError: _storage_away,
+    ConnectionError: _storage_away, TimeoutError: _storage_away,
+}
+
+
 def build_app(ingest: EventIngest, settings: Settings,
               extra_routes: Sequence[BaseRoute] = (),
               telemetry: Telemetry | None = None,
@@ -70,7 +86,7 @@ def build_app(ingest: EventIngest, settings: Settings,
         Route("/health", _health(health), methods=["GET"]),
         _metrics_route(telemetry or Telemetry(), settings),
         *extra_routes,
-    ], middleware=[Middleware(Guard, settings=settings)])
+    ], middleware=[Middleware(Guard, settings=settings)], exception_handlers=STORAGE_ERRORS)
     # http_server() reads the connection limits from here.
     app.state.settings = settings
     return app

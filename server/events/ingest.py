@@ -64,6 +64,10 @@ def _validate(i: int, item: EventInput, settings: Settings, received: bool = Tru
                               f"{INTERNAL_PREFIX!r} are Plait's own events and cannot be sent")
     if len(item.idempotency_key.encode()) > MAX_IDEMPOTENCY_KEY_BYTES:
         raise InvalidArgument(f"{at}.idempotency_key", f"longer than {MAX_IDEMPOTENCY_KEY_BYTES}")
+    # PostgreSQL text cannot hold a NUL: refused here, not as a database error after the check.
+    for name, value in (("name", item.name), ("idempotency_key", item.idempotency_key)):
+        if "\x00" in value:
+            raise InvalidArgument(f"{at}.{name}", "must not contain a NUL character")
     data = item.data_json or b"{}"
     # Plait's own events may carry a run's output besides an event: server/events/internal.py
     # holds them to this sum (data_limit) and they are never refused for size.

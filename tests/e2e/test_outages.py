@@ -263,3 +263,22 @@ async def test_a_worker_registering_while_redis_is_away_is_told_unavailable(
         error = await _register_error(plait, "0 * * * *")
     assert error.code() == grpc.StatusCode.UNAVAILABLE, error
     assert "storage is unavailable" in (error.details() or "")
+
+
+async def test_events_sent_while_redis_is_away_are_refused_unavailable(
+    tmp_path: Path, private_redis: PrivateRedis, database_url: str,
+) -> None:
+    """The clients retry UNAVAILABLE; an UNKNOWN (the servicer's raw ConnectionError) they
+    cannot tell from a bug."""
+    settings = settings_for("production", tmp_path, private_redis.url, database_url,
+                            storage_grace_s=0)
+    async with serving(settings) as plait, httpx.AsyncClient(timeout=10) as http:
+        private_redis.kill()
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await plait.client.send("outage/sent", {"n": 1})
+        reply = await http.post(f"http://127.0.0.1:{plait.endpoints.http_port}/e/key",
+                                json={"name": "outage/sent", "data": {"n": 2}})
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value
+    assert "storage is unavailable" in (caught.value.details() or "")
+    assert reply.status_code == 503, reply.text
+    assert reply.json()["status"] == 503 and reply.headers["retry-after"] == "1"

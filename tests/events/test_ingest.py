@@ -115,6 +115,20 @@ async def test_senders_cannot_send_internal_event_names_but_plait_can(
     assert await ingest.accept([EventInput("app/inngest/ok")])
 
 
+async def test_a_nul_in_a_name_or_idempotency_key_is_refused_before_sql(
+    engine: AsyncEngine, redis: Redis
+) -> None:
+    """PostgreSQL text cannot hold a NUL: it was a database error (UNKNOWN / 500) after the
+    checks; now the field is named, on both backends."""
+    ingest = EventIngest(engine, redis, Keys(), Settings())
+    for item, field in ((EventInput("a\x00b"), "events[0].name"),
+                        (EventInput("a/b", idempotency_key="k\x00"), "events[0].idempotency_key")):
+        with pytest.raises(InvalidArgument) as caught:
+            await ingest.accept([item])
+        assert caught.value.field == field
+    assert await redis.xlen(Keys().events) == 0
+
+
 async def test_internal_events_may_nest_a_run_event_a_few_levels_deeper(
     engine: AsyncEngine, redis: Redis
 ) -> None:
