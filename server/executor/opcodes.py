@@ -137,10 +137,11 @@ def checked(op: Opcode, max_output_bytes: int, max_event_bytes: int,
 
 def ended_step(job: Job) -> Opcode | None:
     """What a leased planned step's job answers without a driver when its step is already
-    memoised: a sleep, wait or invoke of a parallel group parks its job with the step's
-    timeout answer memoised, and the job comes due at that time (a match ends it earlier,
-    server/state/lua/resume_wait.lua). The memo, answered again, ends the job like a
-    completed or failed step (the prelude's advance). None for any other job."""
+    memoised: a sleep, wait or invoke of a parallel group parks its job, memoised as null,
+    until its time (a match ends it earlier, server/state/lua/resume_wait.lua); then this
+    answer ends the job like a completed step, with the answer the job keeps for that time
+    (step_completed.lua: null, or an invoke's timeout error) and the prelude's advance. None
+    for any other job."""
     memo_json = job.steps.get(job.target_step) if job.target_step else None
     if memo_json is None:
         return None

@@ -272,6 +272,20 @@ async def napgroup(ctx: inngest.Context) -> dict[str, Any]:
     return {"work": work, "calls": counts(ctx, "work")}
 
 
+@client.create_function(fn_id="fanout", trigger=inngest.TriggerEvent(event=f"{APP_ID}/fanout"))
+async def fanout(ctx: inngest.Context) -> dict[str, Any]:
+    """Two invokes of `child`, a send and a step.run in one parallel group."""
+    key = ctx.event.data["key"]
+    one, two, sent, work = await ctx.group.parallel((
+        lambda: ctx.step.invoke("one", function=child, data={"key": key, "n": 1, "fail": False}),
+        lambda: ctx.step.invoke("two", function=child, data={"key": key, "n": 2, "fail": False}),
+        lambda: ctx.step.send_event(
+            "send", inngest.Event(name=f"{APP_ID}/announced", data={"key": key})),
+        lambda: ctx.step.run("work", lambda: bump(ctx, "work") and "worked"),
+    ))
+    return {"children": [one, two], "sent": len(sent), "work": work}
+
+
 app = fastapi.FastAPI()
 
 
@@ -298,7 +312,8 @@ async def send(event: dict[str, Any]) -> fastapi.responses.JSONResponse:
 
 inngest.fast_api.serve(app, client, [
     sequential, flaky, doomed, mourned, napper, parallel, waiter, laggard, ticker, dozer, hog,
-    tardy, cancellable, child, parent, announcer, listener, pair, racer, napgroup])
+    tardy, cancellable, child, parent, announcer, listener, pair, racer, napgroup,
+    fanout])
 
 if __name__ == "__main__":
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")

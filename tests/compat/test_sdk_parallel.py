@@ -96,3 +96,17 @@ async def test_a_sleep_and_a_step_run_in_one_group(deployment: Deployment, app: 
     assert done["status"] == "Completed", done
     assert done["output"] == {"work": "worked", "calls": {"work": 1}}
     assert await app.calls(key) == {"work": 1}
+
+
+async def test_two_invokes_a_send_and_a_step_run_in_one_group(
+    deployment: Deployment, app: SdkApp,
+) -> None:
+    key = uuid.uuid4().hex
+    event_id = await deployment.gateway.send(app.event("fanout"), {"key": key})
+    done = await deployment.gateway.finished_run(event_id)
+    assert done["status"] == "Completed", (done.get("error"), done.get("output"))
+    assert done["output"] == {"children": [{"doubled": 2}, {"doubled": 4}], "sent": 1,
+                              "work": "worked"}
+    # Each child ran once, the step once, and the sent event started its listener once.
+    await eventually(lambda: app.calls(key), lambda c: c.get("heard") == 1, what="the listener")
+    assert await app.calls(key) == {"child": 2, "work": 1, "heard": 1}

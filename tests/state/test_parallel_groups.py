@@ -28,7 +28,6 @@ from server.types import (
     RunStatus,
     Sleep,
     StepCompleted,
-    StepFailed,
     StepId,
     StepsPlanned,
     WaitForEvent,
@@ -174,11 +173,30 @@ async def test_a_planned_steps_job_sleeps_and_waits_for_its_own_step(redis: Redi
     await state.apply([(sleep_job, ended_step(sleep_job) or Sleep(StepId("s"), "s", 0))],
                       NOW + 101, relock=False)
     (invoke_job,) = (await _lease(queue, NOW + 200)).values()
+    # While it waits the invoke is null (another branch's job must not see an error)...
+    assert invoke_job.steps["i"] == b'{"data":null}'
     timeout = ended_step(invoke_job)
-    assert isinstance(timeout, StepFailed) and timeout.error.name == "InvokeTimeoutError"
-    assert timeout.non_retriable
+    assert timeout == StepCompleted(StepId("i"), "i", b"null")
     (woke,) = await state.apply([(invoke_job, timeout)], NOW + 201, relock=True)
+    # ...and at its time it ends with the timeout's error, recorded as failed.
     assert woke.next_job is not None and woke.next_job.job_id == RUN
+    assert json.loads(woke.next_job.steps["i"])["error"]["name"] == "InvokeTimeoutError"
+    last = [f for _, f in await redis.xrange(SK.history) if f[b"k"] == b"step"][-1]
+    assert (last[b"step"], last[b"status"]) == (b"i", b"failed")
+
+
+async def test_a_parked_invoke_is_null_to_the_group_until_its_child_ends(redis: Redis) -> None:
+    queue, state, main = await _main(redis)
+    plan = StepsPlanned((StepId("a"),),
+                        (InvokeFunction(StepId("i"), "i", "app-child", b"{}", NOW + 1000),))
+    await state.apply([(main, plan)], NOW, relock=True)
+    jobs = await _lease(queue, NOW)
+    assert jobs["a"].steps == {"i": b'{"data":null}'}
+    await state.apply([(jobs["a"], StepCompleted(StepId("a"), "a", b"1"))], NOW + 1, True)
+    (due,) = (await _lease(queue, NOW + 1000)).values()
+    (woke,) = await state.apply([(due, ended_step(due) or Sleep(StepId("x"), "x", 0))],
+                                NOW + 1001, relock=True)
+    assert woke.next_job is not None
     assert json.loads(woke.next_job.steps["i"])["error"]["name"] == "InvokeTimeoutError"
 
 
@@ -228,7 +246,7 @@ async def test_a_planned_job_that_parks_frees_its_concurrency_slot(redis: Redis)
 async def test_a_group_over_the_state_cap_fails_the_run_before_any_invoke_is_sent(
         redis: Redis) -> None:
     queue = Queue(redis, Keys(), lease_ms=60_000)
-    state = StateStore(redis, Keys(), Settings(max_run_state_bytes=200))
+    state = StateStore(redis, Keys(), Settings(max_run_state_bytes=40))
     await queue.enqueue_runs(
         [NewRun(RUN, FN, AppId("app"), EventId("e1"), b'{"data":{}}', 3, NOW)], NOW)
     (main,), _ = await queue.lease(SK, [(FN, 10)], 10, NOW)

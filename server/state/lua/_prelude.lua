@@ -100,6 +100,10 @@ local function advance()
   return continue_job(job_prefix .. run_id, run_id, '', now, 0)
 end
 
+-- What a parked step (a sleep, wait or invoke) is memoised as while it waits in a parallel
+-- group: the SDKs then see null, never its timeout's error (steps_planned.lua).
+local NULL_MEMO = '{"data":null}'
+
 -- Parks this job until `until_ms` for a sleep, wait or invoke it answered (its step is
 -- memoised with what the step returns at that time): the main job waits in the ready set;
 -- a planned step's job too, or ends now when that time has passed.

@@ -9,7 +9,14 @@
 -- ARGV[13..18] the entry: waits key, field, set key, paths key, async path, entry JSON
 -- Returns 1; 3 when the run's state would pass its cap (the run failed, no child started).
 local step_id, name, until_ms = ARGV[8], ARGV[9], tonumber(ARGV[10])
-if not memoise(step_id, ARGV[11]) then return 3 end
+-- A planned step's job (an invoke in a parallel group) is memoised as null while it waits
+-- and keeps the timeout's error for its time (step_completed.lua), as steps_planned.lua does.
+if target ~= '' and until_ms > now then
+  if not memoise(step_id, NULL_MEMO) then return 3 end
+  redis.call('HSET', job, 'memo', ARGV[11])
+elseif not memoise(step_id, ARGV[11]) then
+  return 3
+end
 record_step(step_id, name, 'sleeping', attempt, '', '', until_ms)
 add_wait(run .. ':waitrefs', ARGV[13], ARGV[14], ARGV[15], ARGV[16], ARGV[17], ARGV[18])
 redis.call('XADD', history, '*', 'k', 'emit', 'run', run_id, 'events', ARGV[12], 'ts', now)

@@ -21,12 +21,17 @@ local function new_job(step_id, at)
   redis.call('HSET', job_prefix .. id, 'run', run_id, 'fn', meta[4], 'attempt', 0,
     'lease', '', 'step', step_id, 'race', race)
   redis.call('ZADD', ready, at, id)
+  return job_prefix .. id
 end
--- Memos first: one over the state cap fails the run before any wait or invoke is made.
+-- Memos first: one over the state cap fails the run before any wait or invoke is made. A
+-- parked step is memoised as null while it waits (what the SDKs see of it when another
+-- step of the group runs, or when it loses a race); its job keeps the answer it gets at its
+-- time (step_completed.lua).
 local fresh = {}
 for _, op in ipairs(cjson.decode(ARGV[9])) do
   if redis.call('HEXISTS', steps, op.step) == 0 and redis.call('SADD', planned, op.step) == 1 then
-    if not memoise(op.step, op.memo) then return 3 end
+    local over = op['until'] <= now
+    if not memoise(op.step, over and op.memo or NULL_MEMO) then return 3 end
     fresh[#fresh + 1] = op
   end
 end
@@ -43,7 +48,7 @@ for _, op in ipairs(fresh) do
       redis.call('XADD', history, '*', 'k', 'emit', 'run', run_id, 'events', op.events,
         'ts', now)
     end
-    new_job(op.step, op['until'])
+    redis.call('HSET', new_job(op.step, op['until']), 'memo', op.memo)
   end
 end
 for i = 10, #ARGV do

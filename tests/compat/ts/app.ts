@@ -312,11 +312,27 @@ const napgroup = inngest.createFunction(
   },
 );
 
+// Two invokes of `child`, a send and a step.run in one parallel group (Promise.all).
+const fanout = inngest.createFunction(
+  { id: "fanout", triggers: [{ event: `${appId}/fanout` }] },
+  async ({ event, step }) => {
+    const data = event.data as Data;
+    const [one, two, sent, work] = await Promise.all([
+      step.invoke("one", { function: child, data: { key: data.key, n: 1, fail: false } }),
+      step.invoke("two", { function: child, data: { key: data.key, n: 2, fail: false } }),
+      step.sendEvent("send", { name: `${appId}/announced`, data: { key: data.key } }),
+      step.run("work", () => (bump(data, "work"), "worked")),
+    ]);
+    return { children: [one, two], sent: sent.ids.length, work };
+  },
+);
+
 const handler = serve({
   client: inngest,
   functions: [
     sequential, flaky, doomed, mourned, napper, parallel, waiter, laggard, ticker, dozer, hog,
     tardy, cancellable, child, parent, announcer, listener, pair, racer, napgroup,
+    fanout,
   ],
 });
 
