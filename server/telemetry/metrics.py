@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from server.history.records import Record, RunEnded, RunStarted, StepRecorded
 from server.keys import Keys
 from server.queue.flow import REASONS as WAITING_REASONS
+from server.queue.queue import NEW_RUN_SCORES
 from server.types import RunStatus
 
 __all__ = ["CONTENT_TYPE", "Metrics", "QueueSample", "probe_queues"]
@@ -162,7 +163,8 @@ async def probe_queues(
                 pipe.zcount(sk.ready(fn), "-inf", now_ms)
                 pipe.zcard(sk.ready(fn))
                 pipe.zrange(sk.ready(fn), 0, 0, withscores=True)
-                pipe.zrangebyscore(sk.ready(fn), "(0", now_ms, start=0, num=1, withscores=True)
+                pipe.zrangebyscore(sk.ready(fn), NEW_RUN_SCORES, now_ms, start=0, num=1,
+                                   withscores=True)
         for sk in shards:
             pipe.zcard(sk.leased)
         for fn in function_ids:
@@ -170,8 +172,8 @@ async def probe_queues(
                 for reason in WAITING_REASONS:
                     pipe.scard(sk.waiting(fn, reason))
         replies = await pipe.execute()
-    # A new run's first job is queued at score 0 ("runnable at once"): its run's creation
-    # time tells how long it has waited.
+    # A new run's first job is queued below NEW_RUN_SCORES ("runnable at once"): its run's
+    # creation time tells how long it has waited.
     creations: list[tuple[int, str]] = []
     samples: list[QueueSample] = []
     i = 0
@@ -183,7 +185,7 @@ async def probe_queues(
             i += 4
             ready += int(due)
             total += int(count)
-            if first and first[0][1] <= 0:
+            if first and first[0][1] < NEW_RUN_SCORES:
                 creations.append((len(samples), sk.run(_str(first[0][0]))))
             if first_timed and (oldest is None or first_timed[0][1] < oldest):
                 oldest = int(first_timed[0][1])

@@ -11,7 +11,6 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-import pytest
 from plait import (
     App,
     Batch,
@@ -179,8 +178,6 @@ async def test_throttle_starts_runs_at_its_rate_and_drops_none(plait: Running) -
     assert abs(rate - wanted) <= 0.1 * wanted, rate
 
 
-@pytest.mark.xfail(strict=False, reason="issue 12: runs of one SendEvents request tie at score "
-                   "0 and lease in run-id order, so a throttle delays them out of event order")
 async def test_throttled_runs_start_in_the_order_of_their_events(plait: Running) -> None:
     rec = await _throttled(plait)
     started = [i.data for i in sorted(rec.intervals(), key=lambda i: i.start)]
