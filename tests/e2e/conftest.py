@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from tests.e2e.harness import Client, eventually, settings_for
 BACKENDS = ["embedded", "production", "cluster"]
 # "cluster" is production mode on a real Redis Cluster (3 masters, 3 replicas; started once per
 # session, tests/cluster_support.py) and PostgreSQL; it runs the modules listed here, the others
-# are deselected to keep CI time bounded.
+# are deselected to keep CI time bounded (PLAIT_TEST_CLUSTER_ALL=1 runs them all there).
 CLUSTER_MODULES = frozenset({
     "test_durable_core", "test_wait_for_event", "test_invoke", "test_parallel_steps",
     "test_cancel_on", "test_timeouts", "test_crashes", "test_flow_controls"})
@@ -37,6 +38,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.name in CLUSTER_XFAIL:
             item.add_marker(pytest.mark.xfail(reason=CLUSTER_XFAIL[item.name], strict=False))
+    if os.environ.get("PLAIT_TEST_CLUSTER_ALL", "") not in ("", "0"):
+        return  # every module on the cluster too
     dropped = [item for item in items if _on_cluster(item)
                and item.module is not None and item.module.__name__.rsplit(".", 1)[-1]
                not in CLUSTER_MODULES]
