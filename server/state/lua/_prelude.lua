@@ -105,8 +105,9 @@ end
 local NULL_MEMO = '{"data":null}'
 
 -- Parks this job until `until_ms` for a sleep, wait or invoke it answered (its step is
--- memoised with what the step returns at that time): the main job waits in the ready set;
--- a planned step's job too, or ends now when that time has passed.
+-- memoised with what the step returns at that time, or null for a planned job's invoke,
+-- whose hash keeps that answer): the main job waits in the ready set; a planned step's job
+-- too, or ends now when that time has passed.
 local function park_until(until_ms)
   if target ~= '' and until_ms <= now then
     return advance()
