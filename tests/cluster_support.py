@@ -99,14 +99,22 @@ def _state_ok(port: int) -> bool:
         return "cluster_state:ok" in text
 
 
-def _replicas_linked(cluster: Cluster) -> bool:
-    masters = cluster.masters()
-    try:
-        return len(masters) == MASTERS and all(
-            m.info("replication")["connected_slaves"] == REPLICAS_PER_MASTER for m in masters)
-    finally:
-        for m in masters:
-            m.close()
+def _replicas_synced(cluster: Cluster) -> bool:
+    """Every master has its replica, and every replica finished its first sync (a replica
+    still in its handshake cannot take over: CLUSTER FAILOVER would time out)."""
+    masters = replicas = 0
+    for port in cluster.ports:
+        with redis_sync.Redis(host=HOST, port=port, socket_timeout=2) as client:
+            info = client.info("replication")
+        if info["role"] == "master":
+            masters += 1
+            if info["connected_slaves"] != REPLICAS_PER_MASTER \
+                    or info["slave0"].get("state") != "online":
+                return False
+        elif info.get("master_link_status") == "up" \
+                and not info.get("master_sync_in_progress"):
+            replicas += 1
+    return masters == MASTERS and replicas == MASTERS * REPLICAS_PER_MASTER
 
 
 @contextlib.contextmanager
@@ -134,7 +142,7 @@ def running_cluster(directory: Path) -> Iterator[Cluster]:
             check=True, capture_output=True, timeout=_START_S)
         for port in cluster.ports:
             _wait(lambda p=port: _state_ok(p), f"cluster_state:ok on {port}")
-        _wait(lambda: _replicas_linked(cluster), "replicas linked")
+        _wait(lambda: _replicas_synced(cluster), "replicas synced")
         yield cluster
     finally:
         for process in cluster.processes:

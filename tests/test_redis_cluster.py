@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+import redis as redis_sync
 from hypothesis import given
 from hypothesis import strategies as st
 from redis.asyncio import Redis
@@ -94,3 +95,27 @@ async def test_the_history_writer_drains_shards_on_every_master(
             assert await cluster_client.xlen(sk.history) == 0
     finally:
         await engine.dispose()
+
+
+async def test_the_client_follows_a_manual_master_failover(
+        cluster_client: Redis, redis_cluster: Cluster) -> None:
+    """CLUSTER FAILOVER on a replica (it syncs first): the server's client answers MOVED by
+    refreshing its slot map, for plain commands and pipelined scripts alike."""
+    sk = Keys(shards=1).shard(0)
+    await cluster_client.set(sk.lease_seq, 41)
+    slot = cluster_client.keyslot(sk.lease_seq)
+    owner = cluster_client.get_node_from_key(sk.lease_seq)
+    assert owner is not None
+    with redis_sync.Redis(host=owner.host, port=owner.port) as master:
+        replica_info = master.info("replication")["slave0"]
+    with redis_sync.Redis(host=replica_info["ip"], port=int(replica_info["port"])) as replica:
+        replica.execute_command("CLUSTER", "FAILOVER")
+        await eventually(lambda: _role(replica), lambda r: r == "master", 30,
+                         f"the replica of slot {slot} promoted")
+    assert await cluster_client.incr(sk.lease_seq) == 42
+    script = AsyncScript(cluster_client, "return redis.call('INCR', KEYS[1])")
+    assert await call_pipelined(cluster_client, [(script, [sk.lease_seq], [])]) == [43]
+
+
+async def _role(client: redis_sync.Redis) -> str:
+    return str(client.info("replication")["role"])
