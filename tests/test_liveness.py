@@ -16,6 +16,7 @@ from server.keys import Keys
 from server.liveness import Liveness, StreamTakeover
 from server.queue import NewRun, Queue
 from server.queue.queue import Redelivery
+from server.redis_client import open_redis
 from server.state import StateStore
 from server.types import (
     AppId,
@@ -193,3 +194,45 @@ async def test_a_dead_consumers_pending_entries_are_claimed_without_waiting_an_i
     assert [p["message_id"] for p in pending] == ids
 
 
+
+
+async def test_heartbeats_hand_backs_and_takeovers_work_on_a_redis_cluster(
+    redis_cluster_url: str,
+) -> None:
+    """Every key one call touches shares a slot: `{meta}` for heartbeats, `{pN}` per shard."""
+    cluster = open_redis(redis_cluster_url)
+    keys = Keys(shards=3)
+    try:
+        dead = Liveness(cluster, keys, "dead", ttl_ms=150)
+        await dead.join()
+        live = Liveness(cluster, keys, "live")
+        await live.join()
+        dead_queue = Queue(cluster, keys, LEASE_MS, holder=dead.holder)
+        runs = [_run(n) for n in range(6)]
+        await dead_queue.enqueue_runs(runs, _now())
+        leased = 0
+        for shard in keys.all_shards():
+            jobs, _ = await dead_queue.lease(shard, [(FN, 10)], 10, _now())
+            leased += len(jobs)
+        assert leased == 6
+
+        async def dead_everywhere() -> list[list[str]]:
+            return [await live.dead_holders(await live.holders(s)) for s in keys.all_shards()]
+
+        await eventually(dead_everywhere, lambda d: all(x == [dead.holder] for x in d), 5,
+                         "the dead holder in every shard")
+        handed_back = 0
+        for shard in keys.all_shards():
+            handed_back += await dead_queue.release_dead(shard, [dead.holder], _now())
+            assert await cluster.zcard(shard.leased) == 0
+        assert handed_back == 6
+
+        stream = keys.shard(1).history
+        await cluster.xgroup_create(stream, "g", id="0", mkstream=True)
+        entry = await cluster.xadd(stream, {"n": "1"})
+        await cluster.xreadgroup("g", "dead", {stream: ">"})
+        await cluster.xclaim(stream, "g", "dead", 0, [entry], idle=5_000)
+        takeover = StreamTakeover(cluster, live, "g", "live", every_s=0)
+        assert [e for e, _ in await takeover.claim(stream)] == [entry]
+    finally:
+        await cluster.aclose()
