@@ -184,7 +184,11 @@ class Executor:
             return
         dead = await self._liveness.dead_holders(await self._liveness.holders(shard))
         if dead:
-            released = await self._queue.release_dead(shard, dead, _now_ms(), self._redelivery)
+            # Due at once, still counted against max_redeliveries: the backoff keeps a job from
+            # coming straight back after each instant hand-back, but a dead holder's hand-backs
+            # are already seconds apart (each needs a process to die and its heartbeat to end).
+            at_once = dataclasses.replace(self._redelivery, backoff_ms=0)
+            released = await self._queue.release_dead(shard, dead, _now_ms(), at_once)
             if released:  # a process that stopped cleanly had handed its leases back itself
                 log.warning("lease.holder_dead", shard=shard.shard, holders=dead, jobs=released)
                 self.wake()
