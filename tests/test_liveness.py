@@ -12,6 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from server.config import Settings
+from server.executor.executor import Executor
 from server.keys import Keys
 from server.liveness import Liveness, StreamTakeover
 from server.queue import NewRun, Queue
@@ -236,3 +237,26 @@ async def test_heartbeats_hand_backs_and_takeovers_work_on_a_redis_cluster(
         assert [e for e, _ in await takeover.claim(stream)] == [entry]
     finally:
         await cluster.aclose()
+
+
+async def test_the_scavenger_hands_a_dead_holders_jobs_back_due_at_once_as_redeliveries(
+    redis: Redis,
+) -> None:
+    _, dead_queue = await _process(redis, "dead", ttl_ms=150)
+    live, live_queue = await _process(redis, "live")
+    await live_queue.enqueue_runs([_run(1)], _now())
+    (job,), _ = await dead_queue.lease(SHARD, [(FN, 1)], 1, _now())
+    settings = Settings(lease_ms=LEASE_MS, redelivery_backoff_ms=5_000)
+    executor = Executor(live_queue, StateStore(redis, Keys(), settings), settings,
+                        liveness=live)
+
+    async def handed_back() -> bool:
+        await executor._release_dead(SHARD)
+        return await redis.zscore(SHARD.leased, job.job_id) is None
+
+    before = _now()
+    await eventually(handed_back, bool, 5, "the dead holder's job to come back")
+    # Due now, not after the 5 s backoff; counted as a redelivery all the same.
+    assert (await redis.zscore(SHARD.ready(FN), job.job_id) or 0) <= _now()
+    assert (await redis.zscore(SHARD.ready(FN), job.job_id) or 0) >= before
+    assert await redis.hget(SHARD.job(job.job_id), "redeliveries") == b"1"
