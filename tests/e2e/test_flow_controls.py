@@ -114,8 +114,10 @@ async def test_a_key_limit_and_a_function_limit_both_hold_and_both_are_reached(
         await step.run("work", work)
 
     async with running_worker(app, plait.client, max_jobs=20):
+        # Each user's events together: runs lease in arrival order, so ann's first two fill
+        # her key's limit and bob's first then fills the function's.
         ids = await plait.client.send_many(
-            "flow-c2/go", [{"user": u} for _ in range(4) for u in ("ann", "bob", "cy")])
+            "flow-c2/go", [{"user": u} for u in ("ann", "bob", "cy") for _ in range(4)])
         statuses = await _statuses(plait.client, ids)
 
     assert statuses == [[COMPLETED]] * 12
