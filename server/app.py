@@ -243,7 +243,8 @@ class PlaitServer:
                 await drop_connections(self._redis)
             await self._phase("roles", asyncio.wait({self._tasks}), 10)
         if self._liveness is not None:
-            await self._phase("liveness", _quietly(self._liveness.leave()), 5)
+            # Best effort: with storage away the heartbeat simply expires within seconds.
+            await self._phase("liveness", _quietly(self._liveness.leave()), 2)
         if self._telemetry is not None:
             # Exports the spans still queued; the history writer made its last ones above.
             await self._phase("telemetry", self._telemetry.shutdown(), 12)
