@@ -28,34 +28,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import json
 import os
 import random
-import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from unittest import mock
 
 import grpc
-import redis as redis_sync
 from plait_proto.v1 import event_pb2, management_pb2, run_pb2
 
-from server.config import Settings
+from tests.chaos.processes import ChaosServer, RedisServer, WorkerProcess
+from tests.chaos.report import KILL_KINDS, Report, check_steps, side_effects
 from tests.chaos.worker_main import KINDS
-from tests.e2e.harness import ROOT, Client, ServerProcess, free_port, settings_for, wait_for_port
+from tests.e2e.harness import Client, free_port, settings_for, wait_for_port
 
 T = TypeVar("T")
 TERMINAL = (run_pb2.RUN_STATUS_COMPLETED, run_pb2.RUN_STATUS_FAILED, run_pb2.RUN_STATUS_CANCELLED)
-KILL_KINDS = ("server", "worker", "redis")
 FUNCTIONS = [f"chaos-{k}" for k in (*KINDS, "child")]
 CALL_TIMEOUT_S = 5.0
 # How long a killed process stays down, at most (seeded).
@@ -75,148 +69,6 @@ class ChaosConfig:
 
     def load_seconds(self) -> float:
         return self.load_s or max(8.0, self.runs * 0.12)
-
-
-@dataclass
-class Report:
-    backend: str
-    seed: int
-    runs: int = 0  # acknowledged trigger events
-    child_runs: int = 0
-    duplicate_children: int = 0  # invoked runs beyond one per invoking run
-    duplicate_runs: int = 0  # runs beyond one per idempotency key (a retried send)
-    deduplicated: int = 0  # acknowledged retries whose run an unacknowledged attempt started
-    kills: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KILL_KINDS, 0))
-    crashes: dict[str, int] = field(default_factory=lambda: {"server": 0, "worker": 0})
-    lost_events: int = 0
-    lost_runs: int = 0
-    stuck: int = 0
-    failed: int = 0
-    rerun_after_commit: int = 0
-    double_commits: int = 0
-    duplicates_in_flight: int = 0
-    signals: int = 0
-    unknown_errors: int = 0  # UNKNOWN / INTERNAL answers to the driver's calls (reported only)
-    seconds: float = 0.0
-    samples: list[str] = field(default_factory=list)  # the first faults, for the finding
-
-    @property
-    def lost(self) -> int:
-        return self.lost_events + self.lost_runs
-
-    def line(self) -> str:
-        data = dataclasses.asdict(self)
-        data["lost"] = self.lost
-        return json.dumps(data, sort_keys=True)
-
-    def note(self, what: str) -> None:
-        if len(self.samples) < 10:
-            self.samples.append(what)
-
-
-class RedisServer:
-    """A redis-server of the driver's own (production backend): loopback, AOF fsynced always."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.dir = workdir / "redis"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not on PATH")
-        log = (self.dir / "redis.log").open("ab")
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-             "--daemonize", "no"], stdout=log, stderr=log)
-        client = redis_sync.Redis(host="127.0.0.1", port=self.port)
-        deadline = time.monotonic() + 20
-        try:
-            while True:
-                try:
-                    if client.ping():
-                        return
-                except redis_sync.BusyLoadingError:
-                    pass
-                except redis_sync.ConnectionError:
-                    if self.proc.poll() is not None:
-                        raise RuntimeError(
-                            f"redis-server exited: {self.proc.returncode}") from None
-                if time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not answer within 20 s")
-                time.sleep(0.02)
-        finally:
-            client.close()
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-class ChaosServer(ServerProcess):
-    """The harness's server process, with settings the harness does not pass as flags."""
-
-    ENV = {"PLAIT_INSECURE": "true", "PLAIT_SDK_DISCOVERY": "false"}
-
-    def __init__(self, settings: Settings, log_path: Path, env: dict[str, str] | None = None,
-                 ) -> None:
-        super().__init__(settings, log_path)
-        self.env = {**self.ENV, **(env or {})}
-
-    def start(self) -> None:
-        with mock.patch.dict(os.environ, self.env):
-            super().start()
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-
-class WorkerProcess:
-    def __init__(self, target: str, log: Path, out: Path) -> None:
-        self.target, self.log, self.out = target, log, out
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        out = self.out.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.chaos.worker_main", self.target, str(self.log)],
-            cwd=ROOT, stdout=out, stderr=out)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        if self.alive():
-            assert self.proc is not None
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.alive():
-            assert self.proc is not None
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 async def _call(make: Callable[[], Awaitable[T]]) -> T:
@@ -355,15 +207,15 @@ class Chaos:
     async def _load(self) -> None:
         load_s = self.cfg.load_seconds()
         start = time.monotonic()
-        signals: list[asyncio.Task[None]] = []
-        for n in range(self.cfg.runs):
-            await asyncio.sleep(max(0.0, start + n * load_s / self.cfg.runs - time.monotonic()))
-            kind = KINDS[n % len(KINDS)]
-            event_id = await self._send(f"chaos/{kind}", {"n": n})
-            self.triggers[event_id] = (kind, n)
-            if kind == "wait":
-                signals.append(asyncio.create_task(self._signal(n)))
-        await asyncio.gather(*signals)
+        async with asyncio.TaskGroup() as signals:
+            for n in range(self.cfg.runs):
+                await asyncio.sleep(
+                    max(0.0, start + n * load_s / self.cfg.runs - time.monotonic()))
+                kind = KINDS[n % len(KINDS)]
+                event_id = await self._send(f"chaos/{kind}", {"n": n})
+                self.triggers[event_id] = (kind, n)
+                if kind == "wait":
+                    signals.create_task(self._signal(n))
 
     async def _signal(self, n: int) -> None:
         await asyncio.sleep(self.rng.uniform(0.1, 1.5))
@@ -426,7 +278,7 @@ class Chaos:
                     raise
                 r.lost_events += 1
                 r.note(f"acknowledged event {event_id} is not in history")
-        executions = _side_effects(self.side_effects)
+        executions = side_effects(self.side_effects)
         children: Counter[str] = Counter()
         per_key: Counter[tuple[str, int]] = Counter()
         for run in runs:
@@ -446,7 +298,7 @@ class Chaos:
                 r.note(f"run {run.id} ({run.function_id}) ended "
                        f"{run_pb2.RunStatus.Name(run.status)}: {run.error.message[:300]}")
             full = await _call(lambda run_id=run.id: self.client.run(run_id))  # type: ignore[misc]
-            self._check_steps(full, executions.get(run.id, {}))
+            check_steps(r, full, executions.get(run.id, {}))
         for event_id, (kind, n) in self.triggers.items():
             if per_key[(f"chaos-{kind}", n)] == 0:
                 r.lost_runs += 1
@@ -470,57 +322,22 @@ class Chaos:
         data = json.loads(reply.event.data_json or b"{}")
         return data if isinstance(data, dict) else {}
 
-    def _check_steps(self, run: run_pb2.Run, started: dict[str, list[int]]) -> None:
-        r = self.report
-        commits: dict[str, list[int]] = defaultdict(list)
-        for s in run.steps:
-            if s.status == run_pb2.STEP_STATUS_COMPLETED:
-                commits[s.step_id].append(s.ended_at_ms)
-        for step_id, ends in commits.items():
-            if len(ends) > 1:
-                r.double_commits += 1
-                r.note(f"run {run.id} step {step_id} completed {len(ends)} times")
-        for step_id, starts in started.items():
-            if step_id not in commits:
-                if run.status == run_pb2.RUN_STATUS_COMPLETED:
-                    r.note(f"run {run.id} step {step_id} ran but history has no result")
-                continue
-            committed = min(commits[step_id])
-            after = [t for t in starts if t > committed]
-            r.rerun_after_commit += len(after)
-            if after:
-                r.note(f"run {run.id} step {step_id}: body started {after[0] - committed} ms "
-                       "after its result was committed")
-            r.duplicates_in_flight += len(starts) - len(after) - 1
-
     async def run(self) -> Report:
         began = time.monotonic()
         await self.start()
-        monitor = asyncio.create_task(self._monitor())
         try:
-            await asyncio.gather(self._load(), self._kills())
-            runs = await self._settled()
-            monitor.cancel()
+            async with asyncio.TaskGroup() as tg:
+                monitor = tg.create_task(self._monitor())
+                try:
+                    await asyncio.gather(self._load(), self._kills())
+                    runs = await self._settled()
+                finally:
+                    monitor.cancel()
             await self._check(runs)
         finally:
-            monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await monitor
             await self.stop()
         self.report.seconds = round(time.monotonic() - began, 1)
         return self.report
-
-
-def _side_effects(path: Path) -> dict[str, dict[str, list[int]]]:
-    """run id -> step id -> start times (ms) of each execution of that step's body."""
-    out: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
-    if not path.exists():
-        return out
-    for line in path.read_text().splitlines():
-        parts = line.split()
-        if len(parts) == 4:
-            out[parts[0]][parts[1]].append(int(parts[3]))
-    return out
 
 
 async def run_chaos(cfg: ChaosConfig) -> Report:

@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, settings
 from plait_proto.v1 import event_pb2, event_pb2_grpc, function_pb2, queue_pb2, queue_pb2_grpc
 
-from tests.chaos.driver import ChaosServer, RedisServer
+from tests.chaos.processes import ChaosServer, RedisServer
 from tests.chaos.summary import LINES, print_summary
 from tests.conftest import PG_ADMIN_DSN, _unavailable
 from tests.e2e.harness import free_port, settings_for
