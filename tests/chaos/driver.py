@@ -9,7 +9,9 @@ run must reach a final status within a bound, and the invariants are read from h
 (ManagementService) and from the side-effect log the step bodies write:
 
 - lost_events: an acknowledged event history does not know;
-- lost_runs: an acknowledged trigger event without its run;
+- lost_runs: an acknowledged trigger event without a run (sends carry an idempotency key, so
+  the run may belong to an unacknowledged earlier attempt: `deduplicated` counts those);
+- duplicate_runs / duplicate_children: more than one run per idempotency key, or per invoke;
 - stuck: a run not finished within the bound after the last restart;
 - failed: a run that failed (no function here raises, so any failure is a fault);
 - rerun_after_commit: a step body started after history recorded that step's result;
@@ -17,10 +19,12 @@ run must reach a final status within a bound, and the invariants are read from h
 - duplicates_in_flight: extra executions that started before the result was committed (an
   attempt cut short by a kill): allowed, counted;
 - crashes: a server or worker that exited without being killed (a Redis kill must not end
-  Plait), restarted by the driver and counted.
+  Plait), restarted by the driver and counted;
+- unknown_errors: UNKNOWN / INTERNAL answers to the driver's sends (reported, not asserted).
 
-`python -m tests.chaos.driver --backend embedded --runs 100 --kills 2` runs it alone; pytest
-runs it from tests/chaos/test_chaos.py. It prints one JSON line.
+`python -m tests.chaos.driver --backend embedded --runs 100 --kills 2 --workdir /tmp/c` runs it
+alone (logs kept in the workdir); pytest runs it from tests/chaos/test_chaos.py. It prints one
+JSON line.
 """
 
 from __future__ import annotations
