@@ -27,8 +27,10 @@ _QUIET = ("alembic", "aiosqlite", "asyncio", "grpc", "h11", "h2", "hpack", "http
           "multipart", "redis", "sqlalchemy", "urllib3", "watchfiles")
 
 
-def configure_logging(fmt: str, level: str) -> None:
-    """Routes structlog and stdlib logging to stderr, as "console" lines or "json" objects."""
+def configure_logging(fmt: str, level: str, *, cache_loggers: bool = True) -> None:
+    """Routes structlog and stdlib logging to stderr, as "console" lines or "json" objects.
+    `cache_loggers` False keeps loggers reconfigurable (tests: a logger cached on first use
+    ignores structlog.testing.capture_logs for the rest of the process)."""
     if fmt not in ("console", "json"):
         raise ConfigError(f"--log-format has value {fmt!r}: use console or json")
     if level.lower() not in LEVELS:
@@ -62,7 +64,7 @@ def configure_logging(fmt: str, level: str) -> None:
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache_loggers,
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(

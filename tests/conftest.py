@@ -18,8 +18,14 @@ import pytest_asyncio
 import redis as redis_sync
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from server import logs
 from server.history import migrate, open_database
 from tests.cluster_support import Cluster, redis_server_available, running_cluster
+
+# In-process servers and CLI runs configure logging as `plait` does; a logger cached on first
+# use would then ignore every later test's structlog.testing.capture_logs.
+assert logs.configure_logging.__kwdefaults__ is not None
+logs.configure_logging.__kwdefaults__["cache_loggers"] = False
 
 # CI sets this so that a missing service fails the run instead of skipping its tests.
 REQUIRE_SERVICES = os.environ.get("PLAIT_TEST_REQUIRE_SERVICES", "") not in ("", "0")

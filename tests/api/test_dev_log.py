@@ -9,6 +9,8 @@ import subprocess
 import sys
 import textwrap
 
+import structlog
+
 from server.logs import configure_logging
 from tests.e2e.harness import ROOT
 
@@ -72,6 +74,9 @@ def test_discovery_logs_each_change_once_and_no_request_lines() -> None:
 def test_library_loggers_stay_at_warning_unless_debug_is_asked() -> None:
     root = logging.getLogger()
     saved = (root.handlers[:], root.level, logging.getLogger("httpx").level)
+    # configure_logging caches loggers on first use: left in place, every later test's
+    # structlog.testing.capture_logs would see nothing from the loggers used meanwhile.
+    config = structlog.get_config()
     try:
         configure_logging("console", "info")
         assert logging.getLogger("httpx").getEffectiveLevel() == logging.WARNING
@@ -81,3 +86,4 @@ def test_library_loggers_stay_at_warning_unless_debug_is_asked() -> None:
     finally:
         root.handlers, root.level = saved[0], saved[1]
         logging.getLogger("httpx").setLevel(saved[2])
+        structlog.configure(**config)

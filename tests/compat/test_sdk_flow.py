@@ -134,7 +134,9 @@ async def test_a_key_limit_and_a_function_limit_both_hold_and_both_are_reached(
     flow: FlowApp,
 ) -> None:
     users = [f"{_key()}-{u}" for u in ("ann", "bob", "cy")]
-    ids = await flow.send_many("conc", [{"user": u} for _ in range(4) for u in users])
+    # Each user's events together: runs lease in arrival order, so the first user's first two
+    # fill her key's limit and the next user's first fills the function's.
+    ids = await flow.send_many("conc", [{"user": u} for u in users for _ in range(4)])
     got_runs = await flow.ended(ids, 60)
     assert [r["status"] for e in ids for r in got_runs[e]] == ["Completed"] * 12
     got = [i for i in flow.intervals("conc") if i.key in users]

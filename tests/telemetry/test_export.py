@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -141,12 +142,17 @@ def test_a_log_record_about_a_run_carries_its_trace_id() -> None:
 def test_json_logs_carry_the_trace_id(capsys: pytest.CaptureFixture[str]) -> None:
     from server.logs import configure_logging
 
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, structlog.get_config())
     configure_logging("json", "info")
     try:
         structlog.get_logger("test").info("result.dropped", run_id=RUN)
         line = capsys.readouterr().err.strip().splitlines()[-1]
     finally:
-        configure_logging("console", "info")
+        # Left configured (it caches loggers on first use), later tests' capture_logs saw
+        # nothing from the loggers first used after this test.
+        root.handlers[:], root.level = saved[0], saved[1]
+        structlog.configure(**saved[2])
     record = json.loads(line)
     assert (record["run_id"], record["trace_id"]) == (RUN, trace_id_hex(RUN))
 
