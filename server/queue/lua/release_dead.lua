@@ -1,7 +1,9 @@
 -- Hand back at once the leases of dead processes (their heartbeat is gone, server/liveness.py),
--- as release.lua does: a redelivery, due after the redelivery backoff, past the cap the run
--- fails (see _redeliver.lua, loaded before this script). Leases of other holders keep their
--- expiry. The dead holders leave the shard's holders set.
+-- as release.lua does: a redelivery, due after the backoff the caller passes, past the cap the
+-- run fails (see _redeliver.lua, loaded before this script). The executor passes a backoff of 0
+-- (server/executor/executor.py `_release_dead`): the jobs are due at once, still counted against
+-- the cap. Leases of other holders keep their expiry. The dead holders leave the shard's holders
+-- set.
 -- KEYS[1] leased zset  KEYS[2] history stream  KEYS[3] holders set
 -- ARGV[1..6] as in _redeliver.lua  ARGV[7..] the dead holders
 -- Returns the number of jobs handed back.
