@@ -59,63 +59,92 @@ class Executor:
         self._redelivery = Redelivery.of(settings)
         self._telemetry = telemetry or Telemetry()
         self._drivers: list[Driver] = []
-        # One event per lease loop: wake() must reach every shard's loop.
-        self._wakeups = [asyncio.Event() for _ in queue.keys.all_shards()]
-        self._rotation = 0
+        self._wakeup = asyncio.Event()
+        # Per shard, where the fair split between functions starts (see _lease_shard); and
+        # the order in which shards are offered a driver's slots (see _lease_once).
+        self._rotation = [0] * len(queue.keys.all_shards())
+        self._shard_order = queue.keys.all_shards()
 
     def add_driver(self, driver: Driver) -> None:
         self._drivers.append(driver)
         self.wake()
 
     def wake(self) -> None:
-        for event in self._wakeups:
-            event.set()
+        self._wakeup.set()
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
-            for shard in self._queue.keys.all_shards():
-                tg.create_task(self._lease_loop(shard))
+            tg.create_task(self._lease_loop())
             tg.create_task(self._scavenge_loop())
             if self._redis is not None:
                 tg.create_task(self._cancel_listener(self._redis))
 
-    async def _lease_loop(self, shard: ShardKeys) -> None:
-        wakeup = self._wakeups[shard.shard]
+    async def _lease_loop(self) -> None:
         while True:
             raise_if_cancelling()
-            wakeup.clear()
-            try:
-                wait_s = await self._lease_once(shard)
-            except (ResponseError, StorageError) as e:  # Redis refused (OOM): not a crash
-                log.warning("lease.refused", shard=shard.shard, error=str(e))
-                wait_s = REFUSED_RETRY_S
+            self._wakeup.clear()
+            wait_s = await self._lease_once()
             if wait_s > 0:
                 try:
-                    await asyncio.wait_for(wakeup.wait(), wait_s)
+                    await asyncio.wait_for(self._wakeup.wait(), wait_s)
                 except TimeoutError:
                     pass
 
-    async def _lease_once(self, shard: ShardKeys) -> float:
-        """Leases and dispatches for every driver once; returns how long to wait for more."""
+    async def _lease_once(self) -> float:
+        """Leases and dispatches for every driver once; returns how long to wait for more.
+
+        A driver's free slots are shared between the shards, in rounds: each shard with work
+        left is offered an equal share (the first shards in a rotating order get the rest),
+        the shards lease at once, and what a shard could not use goes to the others in the
+        next round. One loop divides the slots, so no shard can take them all while the
+        others wait (lease.lua is fair between functions within a shard only), and the
+        shards together never lease more than the driver can take."""
         wait_s = IDLE_POLL_S
         for driver in self._drivers:
-            total = driver.total_capacity()
-            if total <= 0:
-                continue
-            caps = list(driver.capacity().items())
-            # Rotate the order so no function is always first in the fair split.
-            self._rotation = (self._rotation + 1) % max(1, len(caps))
-            caps = caps[self._rotation:] + caps[: self._rotation]
-            now = _now_ms()
-            jobs, next_due = await self._queue.lease(shard, caps, min(total, LEASE_BATCH), now)
-            if jobs:
+            pending = list(self._shard_order)
+            while pending and (free := min(driver.total_capacity(), LEASE_BATCH)) > 0:
+                shares = [free // len(pending) + (1 if i < free % len(pending) else 0)
+                          for i in range(len(pending))]
+                offered = [(shard, share) for shard, share in zip(pending, shares, strict=True)
+                           if share > 0]
+                now = _now_ms()
+                leased = await asyncio.gather(
+                    *(self._lease_shard(driver, shard, share, now) for shard, share in offered))
+                jobs: list[Job] = []
+                more: list[ShardKeys] = []
+                for (shard, share), (got, next_due) in zip(offered, leased, strict=True):
+                    jobs += got
+                    if len(got) == share:  # it may have more: offered again next round
+                        more.append(shard)
+                    elif next_due >= 0:
+                        wait_s = min(wait_s, max(0.0, (next_due - now) / 1000))
+                # The shards offered slots go to the back: with fewer free slots than shards
+                # (one slot freed at a time), each shard is offered in turn.
+                served = {shard.shard for shard, _ in offered}
+                self._shard_order = ([s for s in self._shard_order if s.shard not in served]
+                                     + [shard for shard, _ in offered])
+                pending = pending[len(offered):] + more
+                if not jobs:
+                    break
                 if self._telemetry.tracing:
                     jobs = self._telemetry.with_trace_context(jobs)
                 await self._dispatch(driver, jobs)
                 wait_s = 0
-            elif next_due >= 0:
-                wait_s = min(wait_s, max(0.0, (next_due - now) / 1000))
         return wait_s
+
+    async def _lease_shard(self, driver: Driver, shard: ShardKeys, total: int,
+                           now: int) -> tuple[list[Job], int]:
+        """Leases up to `total` jobs of one shard, fairly between the functions the driver
+        can run; ([], -1) when Redis refused (OOM): the next pass tries again."""
+        caps = list(driver.capacity().items())
+        # Rotate the order, per shard, so no function is always first in the fair split.
+        turn = self._rotation[shard.shard] = (self._rotation[shard.shard] + 1) % max(1, len(caps))
+        caps = caps[turn:] + caps[:turn]
+        try:
+            return await self._queue.lease(shard, caps, total, now)
+        except (ResponseError, StorageError) as e:  # Redis refused (OOM): not a crash
+            log.warning("lease.refused", shard=shard.shard, error=str(e))
+            return [], _now_ms() + int(REFUSED_RETRY_S * 1000)
 
     async def _dispatch(self, driver: Driver, jobs: Sequence[Job]) -> None:
         """Hands leased jobs to a driver. A driver that raises gets them one by one, so the
