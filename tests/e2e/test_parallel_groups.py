@@ -2,8 +2,9 @@
 an `asyncio.gather` is planned, each parks or runs in a job of its own, and the function goes
 on when the whole group is done; on the embedded backend and on Redis + PostgreSQL.
 
-Race mode (resume at the first branch to end) is not expressible in this SDK: the worker
-protocol's StepsPlanned has no race flag (tests/compat/test_sdk_parallel.py covers it)."""
+Race mode (resume at the first branch to end): `step.race(...)` plans the group with the
+worker protocol's StepsPlanned `race` flag (the Inngest SDK path: tests/compat/
+test_sdk_parallel.py)."""
 
 from __future__ import annotations
 
@@ -105,3 +106,33 @@ async def test_two_invokes_at_once(plait: Running) -> None:
     assert done.status == COMPLETED, done.error
     assert json.loads(done.output_json) == [2, 4]
     assert ran == {"child": 2, "after": 1}
+
+
+async def test_a_race_of_a_wait_against_a_long_sleep_ends_when_the_event_comes(
+    plait: Running,
+) -> None:
+    app = App("pg-race")
+    after: Counter[str] = Counter()
+
+    @app.function("race", trigger=TriggerEvent("pg-race/start"), retries=0)
+    async def race(ctx: Context, step: Step) -> dict[str, Any]:
+        got, slept = await step.race(
+            step.wait_for_event("answer", event="pg-race/answer", timeout=3600,
+                                if_exp="async.data.k == event.data.k"),
+            step.sleep("nap", 3600))
+        after["after"] += 1
+        return {"answer": got and got.data, "slept": slept}
+
+    async with running_worker(app, plait.client):
+        event_id = await plait.client.send("pg-race/start", {"k": 7})
+        (run,) = await eventually(lambda: plait.client.runs_of_event(event_id), len,
+                                  what="the run")
+        await eventually(lambda: plait.client.run(run.id), _recorded("answer", "nap"),
+                         what="the wait and the sleep")
+        await plait.client.send("pg-race/answer", {"k": 7})
+        # Without the race the run would go on only after the hour's sleep.
+        done = await plait.client.finished_run_of(event_id, timeout_s=30)
+
+    assert done.status == COMPLETED, done.error
+    assert json.loads(done.output_json) == {"answer": {"k": 7}, "slept": None}
+    assert after == {"after": 1}

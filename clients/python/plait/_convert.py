@@ -203,7 +203,8 @@ def _opcode_to_pb(op: Opcode) -> queue_pb2.Opcode:
                 )
             )
         case StepsPlanned():
-            return queue_pb2.Opcode(steps_planned=queue_pb2.StepsPlanned(step_ids=op.step_ids))
+            return queue_pb2.Opcode(steps_planned=queue_pb2.StepsPlanned(
+                step_ids=op.step_ids, race=op.race))
         case InvokeFunction():
             return queue_pb2.Opcode(
                 invoke=queue_pb2.InvokeFunction(

@@ -107,9 +107,11 @@ class WaitForEvent:
 
 @dataclass(frozen=True, slots=True)
 class StepsPlanned:
-    """Several new steps were reached at once: none ran; each runs as its own job."""
+    """Several new steps were reached at once: none ran; each runs as its own job. `race`:
+    the function runs again when the first of them ends (Step.race), not the last."""
 
     step_ids: tuple[str, ...]
+    race: bool = False
 
 
 @dataclass(frozen=True, slots=True)

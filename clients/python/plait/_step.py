@@ -71,6 +71,8 @@ class _Run:
         self._claimed = False
         # New steps reached in the current round, in call order.
         self._pending: list[str] = []
+        # The steps being reached are a race's (Step.race): planned with `race` set.
+        self.race = False
 
     @property
     def replaying(self) -> bool:
@@ -134,19 +136,24 @@ class _Run:
         if self._claimed:
             await self._park()
         self._pending.append(step_id)
-        if len(self._pending) > 1:
-            await self._park()  # the round's first step decides for all
-        if self.target or asyncio.current_task() is not self._root:
-            for _ in range(_ROUND_YIELDS):
-                await asyncio.sleep(0)
-            if self.cancelled or self.finished.is_set():
-                raise _Interrupt
-            if self._claimed:  # the target was reached meanwhile
-                await self._park()
+        try:
+            if len(self._pending) > 1:
+                await self._park()  # the round's first step decides for all
+            if self.target or asyncio.current_task() is not self._root:
+                for _ in range(_ROUND_YIELDS):
+                    await asyncio.sleep(0)
+                if self.cancelled or self.finished.is_set():
+                    raise _Interrupt
+                if self._claimed:  # the target was reached meanwhile
+                    await self._park()
+        except asyncio.CancelledError:  # a race's loser (Step.race): not a step of this round
+            if step_id in self._pending:
+                self._pending.remove(step_id)
+            raise
         pending = self._pending
         self._pending = []
         if not self.target and len(pending) > 1:
-            self.finish(StepsPlanned(tuple(pending[:_MAX_PLANNED])))
+            self.finish(StepsPlanned(tuple(pending[:_MAX_PLANNED]), race=self.race))
         # One new step, or a planned step's job whose target is not reachable without this
         # step.
         self._claimed = True
@@ -223,6 +230,31 @@ class Step:
         except Exception as exc:
             run.fail(sid, step_id, exc)
         run.complete(sid, step_id, output)
+
+    async def race(self, *steps: Awaitable[T]) -> list[T | None]:
+        """Runs `steps` (each a step's awaitable: `step.wait_for_event(...)`, `step.sleep(...)`,
+        `step.run(...)`, ...) in parallel as `asyncio.gather` does, but as a race: the function
+        goes on as soon as the first of them ends. Returns their results in order; a step that
+        lost is None (a sleep, wait or invoke that had not ended gets its timeout answer,
+        null; a `step.run` still running finishes in the background and is not awaited).
+        """
+        if not steps:
+            return []
+        run = self._run
+        run.race = True
+        tasks = [asyncio.ensure_future(s) for s in steps]
+        try:
+            done, losers = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            run.race = False
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+        # A loser's task is cancelled; wait for it to unwind (its error is not the race's).
+        await asyncio.wait(tasks)
+        for task in done:
+            task.result()  # a step's error, or the end of this job (_Interrupt), is raised
+        return [None if task in losers else task.result() for task in tasks]
 
     async def sleep(self, step_id: str, duration: float | timedelta) -> None:
         """Pauses the run for `duration` (seconds or a timedelta) without holding a worker."""

@@ -263,7 +263,7 @@ def _steps_planned(p: queue_pb2.StepsPlanned, at: str) -> StepsPlanned:
     ids = tuple(_step_id(f"{at}.step_ids[{i}]", s) for i, s in enumerate(p.step_ids))
     if len(set(ids)) != len(ids):
         raise InvalidArgument(f"{at}.step_ids", "must not repeat an id")
-    return StepsPlanned(ids)
+    return StepsPlanned(ids, race=p.race)
 
 
 def _json_object(raw: bytes, field: str) -> bytes:

@@ -23,6 +23,9 @@ def test_planned_steps_invoke_and_send_events_convert() -> None:
     planned = opcode_from_pb(queue_pb2.Opcode(
         steps_planned=queue_pb2.StepsPlanned(step_ids=["a", "b"])), "op")
     assert planned == StepsPlanned(("a", "b"))
+    race = opcode_from_pb(queue_pb2.Opcode(
+        steps_planned=queue_pb2.StepsPlanned(step_ids=["a", "b"], race=True)), "op")
+    assert race == StepsPlanned(("a", "b"), race=True)
     invoke = opcode_from_pb(queue_pb2.Opcode(invoke=queue_pb2.InvokeFunction(
         step_id="i", function_id="app-f", data_json=b'{"x":1}', timeout_until_ms=5)), "op")
     assert invoke == InvokeFunction("i", "i", "app-f", b'{"x":1}', 5)

@@ -150,10 +150,12 @@ class Opcode(_message.Message):
     def __init__(self, step_completed: _Optional[_Union[StepCompleted, _Mapping]] = ..., step_failed: _Optional[_Union[StepFailed, _Mapping]] = ..., sleep: _Optional[_Union[Sleep, _Mapping]] = ..., run_completed: _Optional[_Union[RunCompleted, _Mapping]] = ..., run_failed: _Optional[_Union[RunFailed, _Mapping]] = ..., wait_for_event: _Optional[_Union[WaitForEvent, _Mapping]] = ..., steps_planned: _Optional[_Union[StepsPlanned, _Mapping]] = ..., invoke: _Optional[_Union[InvokeFunction, _Mapping]] = ..., send_events: _Optional[_Union[SendEvents, _Mapping]] = ...) -> None: ...
 
 class StepsPlanned(_message.Message):
-    __slots__ = ("step_ids",)
+    __slots__ = ("step_ids", "race")
     STEP_IDS_FIELD_NUMBER: _ClassVar[int]
+    RACE_FIELD_NUMBER: _ClassVar[int]
     step_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, step_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    race: bool
+    def __init__(self, step_ids: _Optional[_Iterable[str]] = ..., race: _Optional[bool] = ...) -> None: ...
 
 class InvokeFunction(_message.Message):
     __slots__ = ("step_id", "name", "function_id", "data_json", "timeout_until_ms")
