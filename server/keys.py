@@ -193,6 +193,11 @@ class Keys:
         """STRING: the latest tick (ms) of one cron trigger whose run was created."""
         return f"{PREFIX}:{{cron}}:last:{function_id}:{cron}"
 
+    def cron_disabled(self, function_id: FunctionId | str) -> str:
+        """HASH: cron expression -> why the scheduler disabled that trigger of the function
+        (its next tick cannot be computed); shown by GetFunction / ListFunctions."""
+        return f"{PREFIX}:{{cron}}:disabled:{function_id}"
+
     @property
     def functions_version(self) -> str:
         """Counter bumped on every registration; runners reload their index when it moves."""

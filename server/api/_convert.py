@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Mapping, Set
 from typing import Any
 
 from plait_proto.v1 import event_pb2, function_pb2, management_pb2, run_pb2
@@ -134,13 +134,21 @@ def _flow_to_pb(flow: FlowControl) -> dict[str, Any]:
     return out
 
 
-def function_to_pb(function: FunctionRecord, paused: Set[str]) -> function_pb2.Function:
+def function_to_pb(function: FunctionRecord, paused: Set[str],
+                   disabled: Mapping[str, Mapping[str, str]] | None = None,
+                   ) -> function_pb2.Function:
+    """`disabled`: per function id, its cron triggers the scheduler disabled -> why; only
+    the function's current triggers are shown (a re-registration may have dropped one)."""
+    errors = (disabled or {}).get(function.config.id, {})
     return function_pb2.Function(
         id=function.config.id,
         app_id=function.config.app_id,
         definition=definition_to_pb(function.config),
         updated_at_ms=function.updated_at_ms,
         paused=function.config.id in paused,
+        trigger_errors=[function_pb2.TriggerError(cron=t.cron, error=errors[t.cron])
+                        for t in function.config.triggers
+                        if isinstance(t, CronTrigger) and t.cron in errors],
     )
 
 

@@ -153,6 +153,12 @@ class ManagementServicer(management_pb2_grpc.ManagementServiceServicer):
     async def _paused(self) -> set[str]:
         return await self._control.paused_ids() if self._control is not None else set()
 
+    async def _disabled(self, function_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Per function, its triggers the scheduler disabled -> why (server/runner/cron.py)."""
+        if self._control is None or not function_ids:
+            return {}
+        return await self._control.disabled_triggers(function_ids)
+
     @_rpc
     async def ListApps(self, request: pb.ListAppsRequest) -> pb.ListAppsResponse:
         apps = await store.list_apps(self._engine)
@@ -164,9 +170,10 @@ class ManagementServicer(management_pb2_grpc.ManagementServiceServicer):
         app = await store.get_app(self._engine, app_id)
         functions = await store.list_functions(self._engine, app_id)
         paused = await self._paused()
+        disabled = await self._disabled([f.config.id for f in functions])
         return pb.GetAppResponse(
             app=_convert.app_to_pb(app),
-            functions=[_convert.function_to_pb(f, paused) for f in functions],
+            functions=[_convert.function_to_pb(f, paused, disabled) for f in functions],
         )
 
     @_rpc
@@ -174,14 +181,15 @@ class ManagementServicer(management_pb2_grpc.ManagementServiceServicer):
         app_id = _id("app_id", request.app_id) if request.app_id else None
         functions = await store.list_functions(self._engine, app_id)
         paused = await self._paused()
+        disabled = await self._disabled([f.config.id for f in functions])
         return pb.ListFunctionsResponse(
-            functions=[_convert.function_to_pb(f, paused) for f in functions])
+            functions=[_convert.function_to_pb(f, paused, disabled) for f in functions])
 
     @_rpc
     async def GetFunction(self, request: pb.GetFunctionRequest) -> pb.GetFunctionResponse:
         function = await store.get_function(self._engine, _id("function_id", request.function_id))
-        return pb.GetFunctionResponse(
-            function=_convert.function_to_pb(function, await self._paused()))
+        return pb.GetFunctionResponse(function=_convert.function_to_pb(
+            function, await self._paused(), await self._disabled([function.config.id])))
 
     @_rpc
     async def ListEvents(self, request: pb.ListEventsRequest) -> pb.ListEventsResponse:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
@@ -89,6 +89,9 @@ class RunControl:
 
     async def set_paused(self, function_id: str, paused: bool) -> None:
         await self._registry.set_paused(function_id, paused)
+
+    async def disabled_triggers(self, function_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        return await self._registry.disabled_triggers(function_ids)
 
     async def replay(self, run_id: RunId) -> RunId:
         """Starts a new run of a finished run's function with the same event, and records

@@ -118,6 +118,8 @@ class Scheduler:
         # (function id, cron) -> why its ticks cannot be computed; re-registering the function
         # with another cron is the way out.
         self.disabled: dict[tuple[str, str], str] = {}
+        # Disabled triggers not yet recorded in Redis (Keys.cron_disabled), for GetFunction.
+        self._unrecorded: list[tuple[str, str, str]] = []
 
     async def run(self) -> None:
         while True:
@@ -140,6 +142,10 @@ class Scheduler:
                     ticks = self._ticks(fn, t.cron, now_ms)
                     if ticks is not None:
                         triggers.append((fn, *ticks))
+        while self._unrecorded:
+            fn_id, spec, why = self._unrecorded[0]
+            await self._redis.hset(self._keys.cron_disabled(fn_id), spec, why)
+            self._unrecorded.pop(0)
         if not triggers:
             return None
         last_keys = [self._keys.cron_last(fn.id, s.spec) for fn, s, _, _ in triggers]
@@ -168,6 +174,7 @@ class Scheduler:
         except Exception as e:
             raise_if_cancelling()
             self.disabled[(fn.id, spec)] = describe(e)
+            self._unrecorded.append((fn.id, spec, describe(e)))
             log.error(CRON_DISABLED, function_id=fn.id, cron=spec, error=describe(e))
             return None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Sequence
 
 import structlog
 from redis.asyncio import Redis
@@ -70,6 +71,10 @@ def validate_registration(reg: AppRegistration) -> None:
         flow_rules.validate_flow(fn, at)
 
 
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
 def _indexable(fn: FunctionConfig) -> bool:
     try:
         FunctionIndex().replace([fn])
@@ -113,6 +118,16 @@ class Registry:
         """The ids of paused functions, as Redis has them now."""
         raw = await self._redis.smembers(self._keys.paused_functions)
         return {p.decode() if isinstance(p, bytes) else str(p) for p in raw}
+
+    async def disabled_triggers(self, function_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Per function id, its cron triggers the scheduler disabled -> why (Keys.cron_disabled);
+        functions with none are left out."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for function_id in function_ids:
+                pipe.hgetall(self._keys.cron_disabled(function_id))
+            replies = await pipe.execute()
+        return {function_id: {_text(k): _text(v) for k, v in reply.items()}
+                for function_id, reply in zip(function_ids, replies, strict=True) if reply}
 
     async def set_paused(self, function_id: str, paused: bool) -> None:
         """Pauses or resumes a function in every process's index (the version moves)."""

@@ -225,6 +225,43 @@ async def test_a_cron_that_never_fires_is_refused_and_a_stored_one_stops_no_othe
         await redis.aclose()
 
 
+async def test_a_cron_the_scheduler_disabled_shows_its_error_in_get_function(
+    tmp_path: Path, redis_url: str, database_url: str,
+) -> None:
+    settings = settings_for("production", tmp_path, redis_url, database_url)
+    clock = Clock(max_sleep_s=0.02)
+    redis = Redis.from_url(redis_url)
+    engine = await open_database(database_url)
+    try:
+        async with serving(settings, clock) as plait:
+            # Stored by an older version that let it through, beside a good cron.
+            stale = FunctionConfig(id=FunctionId("stale-feb30"), app_id=AppId("stale"),
+                                   slug="feb30", name="feb30",
+                                   triggers=(CronTrigger("0 0 30 2 *"),
+                                             CronTrigger("* * * * *")))
+            await store.upsert_app(engine, AppRegistration(AppId("stale"), (stale,)),
+                                   int(time.time() * 1000))
+            await redis.incr(Keys().functions_version)
+            await registered(plait.client, [stale.id])
+
+            async def shown() -> list[function_pb2.TriggerError]:
+                reply = await plait.client.management.GetFunction(
+                    management_pb2.GetFunctionRequest(function_id=stale.id))
+                return list(reply.function.trigger_errors)
+
+            (error,) = await eventually(shown, len, 20, "the disabled trigger's error")
+            listed = await plait.client.management.ListFunctions(
+                management_pb2.ListFunctionsRequest(app_id="stale"))
+    finally:
+        await engine.dispose()
+        await redis.aclose()
+
+    assert error.cron == "0 0 30 2 *"
+    assert "CroniterBadDateError" in error.error  # why: croniter's error, named
+    (function,) = listed.functions
+    assert list(function.trigger_errors) == [error]
+
+
 async def test_an_event_the_runner_cannot_process_does_not_stop_the_runner(
     plait: Running, settings: Settings,
 ) -> None:

@@ -162,18 +162,28 @@ class CronTrigger(_message.Message):
     def __init__(self, cron: _Optional[str] = ...) -> None: ...
 
 class Function(_message.Message):
-    __slots__ = ("id", "app_id", "definition", "updated_at_ms", "paused")
+    __slots__ = ("id", "app_id", "definition", "updated_at_ms", "paused", "trigger_errors")
     ID_FIELD_NUMBER: _ClassVar[int]
     APP_ID_FIELD_NUMBER: _ClassVar[int]
     DEFINITION_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     PAUSED_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_ERRORS_FIELD_NUMBER: _ClassVar[int]
     id: str
     app_id: str
     definition: FunctionDefinition
     updated_at_ms: int
     paused: bool
-    def __init__(self, id: _Optional[str] = ..., app_id: _Optional[str] = ..., definition: _Optional[_Union[FunctionDefinition, _Mapping]] = ..., updated_at_ms: _Optional[int] = ..., paused: _Optional[bool] = ...) -> None: ...
+    trigger_errors: _containers.RepeatedCompositeFieldContainer[TriggerError]
+    def __init__(self, id: _Optional[str] = ..., app_id: _Optional[str] = ..., definition: _Optional[_Union[FunctionDefinition, _Mapping]] = ..., updated_at_ms: _Optional[int] = ..., paused: _Optional[bool] = ..., trigger_errors: _Optional[_Iterable[_Union[TriggerError, _Mapping]]] = ...) -> None: ...
+
+class TriggerError(_message.Message):
+    __slots__ = ("cron", "error")
+    CRON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    cron: str
+    error: str
+    def __init__(self, cron: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class ErrorInfo(_message.Message):
     __slots__ = ("name", "message", "stack")
