@@ -125,7 +125,7 @@ class Executor:
                                      + [shard for shard, _ in offered])
                 pending = pending[len(offered):] + more
                 if not jobs:
-                    break
+                    continue  # the shards not offered a slot yet are, in the next round
                 if self._telemetry.tracing:
                     jobs = self._telemetry.with_trace_context(jobs)
                 await self._dispatch(driver, jobs)

@@ -15,7 +15,7 @@ from server.executor.executor import Executor
 from server.keys import Keys
 from server.queue import NewRun, Queue
 from server.state import StateStore
-from server.types import AppId, EventId, FunctionId, Job, RunCompleted, RunId
+from server.types import AppId, EventId, FunctionId, Job, JobId, LeaseId, RunCompleted, RunId
 from tests.e2e.harness import eventually
 
 FLOOD, SMALL = FunctionId("flood"), FunctionId("small")
@@ -101,3 +101,25 @@ async def test_a_flooded_function_does_not_starve_another_across_four_shards(
 
 async def _count(order: list[FunctionId]) -> int:
     return len(order)
+
+
+async def test_one_free_slot_reaches_the_only_shard_with_work_in_one_pass(redis: Redis) -> None:
+    settings = Settings(queue_shards=4)
+    keys = Keys(shards=4)
+    queue = Queue(redis, keys, settings.lease_ms)
+    executor = Executor(queue, StateStore(redis, keys, settings), settings)
+    worker = _Worker()
+    worker.held = [_placeholder()] * (SLOTS - 1)  # one free slot
+    executor.add_driver(worker)
+    # A run in the shard offered the slot last: the empty shards before it pass it on.
+    last = next(r for r in _runs(SMALL, 64) if keys.for_run(r.run_id).shard == 3)
+    await queue.enqueue_runs([last], 0)
+
+    assert await executor._lease_once() == 0
+    assert [job.run_id for job in worker.held[SLOTS - 1:]] == [last.run_id]
+
+
+def _placeholder() -> Job:
+    return Job(job_id=JobId("held"), lease_id=LeaseId("0"), run_id=RunId("held"),
+               function_id=FLOOD, attempt=0, max_attempts=1, event_json=b"{}",
+               lease_expires_at_ms=0, steps={})
