@@ -27,10 +27,13 @@ from tests.e2e.harness import settings_for
 DEV = Settings(mode=Mode.DEV, sdk_discovery=False)
 PRODUCTION = Settings(mode=Mode.PRODUCTION, redis_url="redis://127.0.0.1:6379",
                       database_url="sqlite+aiosqlite:///x.db", sdk_discovery=False)
-# Names and addresses off the machine; some names would resolve to loopback, but only a
-# lookup could tell, and a lookup's answer can change before the connection.
-REMOTE = ["http://example.com/api/inngest", "http://192.0.2.1:3000/api/inngest",
-          "http://10.0.0.1/api/inngest", "https://[2001:db8::1]/api/inngest",
+# Names off the machine (the reserved .invalid domain, which never resolves) and forms that
+# only look like loopback; some names would resolve to loopback, but only a lookup could tell,
+# and a lookup's answer can change before the connection. Addresses beyond loopback are not
+# written here: test_only_loopback_addresses_pass_in_dev_mode generates them, and no test
+# names one it could send traffic to.
+REMOTE = ["http://sdk-app.invalid/api/inngest", "http://apps.example.invalid:3000/api/inngest",
+          "https://app.invalid/api/inngest",
           "http://127.0.0.1.nip.io:3000/api/inngest", "http://0x7f.1/api/inngest",
           "http://2130706433/api/inngest", "http://0.0.0.0:3000/api/inngest",
           "http://localhost.example.com/api/inngest"]
