@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import grpc
-from plait_proto.v1 import event_pb2, run_pb2, state_pb2, state_pb2_grpc
+from plait_proto.v1 import event_pb2, state_pb2, state_pb2_grpc
 from ulid import ULID
 
+from server.api._convert import run_status_to_pb
 from server.state import StateStore
-from server.types import RunId, RunStatus
+from server.types import RunId
 
 MAX_STEP_IDS = 1000
 # A GetSteps response: what the caller accepts (8 MiB when it says nothing, the Python SDK's
@@ -18,15 +19,6 @@ DEFAULT_RESPONSE_BYTES = 8 * 1024 * 1024
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 # More than one map entry's framing (tags and length varints) costs.
 _ENTRY_OVERHEAD = 24
-
-_STATUS = {
-    RunStatus.QUEUED: run_pb2.RUN_STATUS_QUEUED,
-    RunStatus.RUNNING: run_pb2.RUN_STATUS_RUNNING,
-    RunStatus.COMPLETED: run_pb2.RUN_STATUS_COMPLETED,
-    RunStatus.FAILED: run_pb2.RUN_STATUS_FAILED,
-    RunStatus.CANCELLED: run_pb2.RUN_STATUS_CANCELLED,
-    RunStatus.SKIPPED: run_pb2.RUN_STATUS_SKIPPED,
-}
 
 
 class StateServicer(state_pb2_grpc.StateServiceServicer):
@@ -52,7 +44,7 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
             id=str(raw.get("id", "")), name=str(raw.get("name", "")),
             data_json=json.dumps(raw.get("data", {})).encode(), ts_ms=int(raw.get("ts", 0)))
         return state_pb2.GetRunStateResponse(
-            run_id=run.run_id, function_id=run.function_id, status=_STATUS[run.status],
+            run_id=run.run_id, function_id=run.function_id, status=run_status_to_pb(run.status),
             event=event, steps=run.steps, output_json=run.output_json,
             error_json=run.error_json,
         )
