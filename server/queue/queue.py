@@ -35,7 +35,9 @@ from server.types import (
 _PKG = "server.queue"
 _WAITS = "server.state:_waits"
 _WITH_FLOW = (_WAITS, FLOW_PRELUDE)
-_REDELIVER = (_WAITS, FLOW_PRELUDE, "_redeliver")
+# Failing a run from outside its attempt (a timeout, the redelivery cap): state's _end_run.lua.
+_ENDS_RUNS = (*_WITH_FLOW, "server.state:_end_run")
+_REDELIVER = (*_ENDS_RUNS, "_redeliver")
 # What enqueue_runs.lua did with each run.
 CREATED, EXISTED, SKIPPED, MERGED = 1, 0, 2, 3
 # Deadline of one Redis call on the step path (the client has no per-reply socket timeout).
@@ -188,7 +190,7 @@ class Queue:
         self.lease_ms = lease_ms
         # Both end or start runs, and with them their wait entries.
         self._enqueue = load_script(redis, _PKG, "enqueue_runs", prelude=_WITH_FLOW)
-        self._lease = load_script(redis, _PKG, "lease", prelude=_WITH_FLOW)
+        self._lease = load_script(redis, _PKG, "lease", prelude=_ENDS_RUNS)
         self._extend = load_script(redis, _PKG, "extend")
         # Both may end a run (past the redelivery cap), and with it its wait entries.
         self._release = load_script(redis, _PKG, "release", prelude=_REDELIVER)

@@ -115,7 +115,7 @@ class StateStore:
         # Both take jobs out of the leased set: flow control's slots are freed there.
         self._cancel = load_script(redis, _PKG, "cancel_run", prelude=("_waits", FLOW_PRELUDE))
         self._time_out = load_script(redis, _PKG, "time_out_runs",
-                                     prelude=("_waits", FLOW_PRELUDE))
+                                     prelude=("_waits", FLOW_PRELUDE, "_end_run"))
         self._resume_wait = load_script(redis, _PKG, "resume_wait", prelude="_waits")
 
     def backoff_ms(self, attempt: int) -> int:

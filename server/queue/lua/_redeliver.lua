@@ -1,5 +1,6 @@
--- Prelude of release.lua and requeue_expired.lua (loaded after server/state/lua/_waits.lua and
--- _flow.lua, whose free_slots every job leaving `leased` goes through):
+-- Prelude of release.lua and requeue_expired.lua (loaded after server/state/lua/_waits.lua,
+-- _flow.lua, whose free_slots every job leaving `leased` goes through, and
+-- server/state/lua/_end_run.lua):
 -- a job handed back without an answer returns to its ready set after a backoff, and its run
 -- fails once the job has come back more than max_redeliveries times in a row.
 -- KEYS[1] leased zset  KEYS[2] history stream
@@ -25,28 +26,9 @@ local function fail_run(run_id, fn, attempt, err)
   if meta[1] ~= 'queued' and meta[1] ~= 'running' then
     return 0
   end
-  local planned = run .. ':planned'
-  local ids = {run_id}
-  for _, step_id in ipairs(redis.call('SMEMBERS', planned)) do
-    ids[#ids + 1] = run_id .. ':' .. step_id
-  end
-  for _, id in ipairs(ids) do
-    free_slots(tag .. ':job:', id)
-    redis.call('ZREM', tag .. ':ready:' .. fn, id)
-    redis.call('ZREM', leased, id)
-    redis.call('DEL', tag .. ':job:' .. id)
-  end
-  redis.call('DEL', planned)
+  drop_run_jobs(tag, leased, run_id, fn)
   redis.call('ZREM', tag .. ':deadlines', run_id)
-  drop_waits(run .. ':waitrefs')
-  clear_why(run, run_id)
-  redis.call('HSET', run, 'status', 'failed', 'ended', ARGV[1], 'error', err)
-  redis.call('EXPIRE', run, ttl)
-  redis.call('EXPIRE', run .. ':steps', ttl)
-  redis.call('EXPIRE', run .. ':stack', ttl)
-  redis.call('XADD', history, '*', 'k', 'end', 'run', run_id, 'status', 'failed',
-    'output', '', 'error', err, 'ts', ARGV[1], 'fn', fn, 'app', meta[2] or '',
-    'attempt', attempt or 0)
+  record_run_failed(run, run_id, err, ARGV[1], ttl, history, fn, meta[2], attempt or 0)
   return 1
 end
 

@@ -16,7 +16,8 @@
 -- here as failed (StartTimeoutError / FinishTimeoutError) instead of being leased; a run that
 -- starts gets `finish_by` = now + its `finish_ms` and joins the shard's deadlines zset, which
 -- the executor's sweep reads for runs overdue while a worker holds them.
--- Flow control (loaded after _flow.lua): a run with a `flow` field ({"c": [[held key, waiting
+-- Loaded after server/state/lua/_waits.lua, _flow.lua and server/state/lua/_end_run.lua.
+-- Flow control (_flow.lua): a run with a `flow` field ({"c": [[held key, waiting
 -- key, limit, why], ...], "t": [throttle key, limit, period ms, burst], "wc"/"wt": waiting
 -- sets}) has its job admitted first: a full concurrency key parks it (see _flow.lua), a
 -- throttle not yet open re-scores the run's first job at the time it opens (reserving it, so
@@ -38,16 +39,8 @@ local function fail_timeout(rk, run_id, fn, app, name, limit_ms)
   local err = cjson.encode({name = name, message = 'the run exceeded its ' ..
     (name == 'StartTimeoutError' and 'start' or 'finish') .. ' timeout of ' .. limit_ms ..
     ' ms', stack = ''})
-  redis.call('HSET', rk, 'status', 'failed', 'ended', now, 'error', err)
-  local ttl = tonumber(ARGV[5 + n])
-  redis.call('EXPIRE', rk, ttl)
-  redis.call('EXPIRE', rk .. ':steps', ttl)
-  redis.call('EXPIRE', rk .. ':stack', ttl)
   redis.call('ZREM', tag .. ':deadlines', run_id)
-  drop_waits(rk .. ':waitrefs')
-  clear_why(rk, run_id)
-  redis.call('XADD', history, '*', 'k', 'end', 'run', run_id, 'status', 'failed',
-    'output', '', 'error', err, 'ts', now, 'fn', fn, 'app', app or '')
+  record_run_failed(rk, run_id, err, now, tonumber(ARGV[5 + n]), history, fn, app)
 end
 local job_prefix = tag .. ':job:'
 local budget = remaining * 4 + 64
