@@ -50,6 +50,8 @@ _PKG = "server.state"
 # Deadline of one batched Redis call on the step path.
 REDIS_CALL_S = 10.0
 FUNCTION_STEP_ID = "$function"
+# What a sleep, wait or a planned job's invoke is memoised as while it waits (_prelude.lua).
+_NULL_MEMO = '{"data":null}'
 # An invoke without a timeout still has a parked job: due in a year, like Inngest's cap.
 INVOKE_WITHOUT_TIMEOUT_MS = 366 * 24 * 3600 * 1000
 INVOKE_TIMEOUT_ERROR = {"name": "InvokeTimeoutError",
@@ -196,10 +198,10 @@ class StateStore:
         job_id = f"{job.run_id}:{op.step_id}"
         if isinstance(op, Sleep):
             return {"step": op.step_id, "name": op.name, "until": op.until_ms,
-                    "memo": '{"data":null}', "wait": None, "events": None}
+                    "memo": _NULL_MEMO, "wait": None, "events": None}
         if isinstance(op, WaitForEvent):
             return {"step": op.step_id, "name": op.name, "until": op.timeout_until_ms,
-                    "memo": '{"data":null}', "events": None,
+                    "memo": _NULL_MEMO, "events": None,
                     "wait": self._wait(job, op, job_id).lua_args()}
         _, _, until, memo, events, *wait = self._invoke_args(job, op, now_ms, job_id)
         return {"step": op.step_id, "name": op.name, "until": until, "memo": memo,

@@ -5,6 +5,6 @@
 -- Returns 1, or the relocked job when the sleep is already over; 3 when the run's state would
 -- pass its cap (the run failed).
 local step_id, name, until_ms = ARGV[8], ARGV[9], tonumber(ARGV[10])
-if not memoise(step_id, '{"data":null}') then return 3 end
+if not memoise(step_id, NULL_MEMO) then return 3 end
 record_step(step_id, name, 'sleeping', attempt, '', '', until_ms)
 return park_until(until_ms)

@@ -8,7 +8,7 @@
 -- Returns 1, or the relocked job when the timeout is already over; 3 when the run's state
 -- would pass its cap (the run failed).
 local step_id, name, until_ms = ARGV[8], ARGV[9], tonumber(ARGV[10])
-if not memoise(step_id, '{"data":null}') then return 3 end
+if not memoise(step_id, NULL_MEMO) then return 3 end
 -- Recorded as a sleep until the timeout (history has no waiting status yet).
 record_step(step_id, name, 'sleeping', attempt, '', '', until_ms)
 if until_ms > now then
