@@ -230,6 +230,9 @@ async def test_bad_run_control_requests_are_refused_naming_the_field(
       "started_after": "2026-02-01T00:00:00Z"}, "started_before"),
     ({"app_id": "ops", "function_id": "ops-x", "started_before": "2026-01-01T00:00:00Z",
       "if": "event.data.("}, "if"),
+    # PostgreSQL text cannot hold a NUL: refused at the edge, not a 500 from the database.
+    ({"app_id": "ops", "function_id": "ops-x\u0000", "started_before": "2026-01-01T00:00:00Z"},
+     "function_id"),
 ])
 async def test_bad_bulk_cancellations_are_400_naming_the_field(
     plait: Running, body: Any, text: str,

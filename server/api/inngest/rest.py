@@ -230,6 +230,8 @@ def _string(body: dict[str, Any], field: str, *, required: bool) -> str:
     if not isinstance(value, str) or len(value) > 512:
         raise InvalidArgument(field, f"must be a string of at most 512 characters, "
                                      f"not {value!r:.64}")
+    if "\x00" in value:  # PostgreSQL text cannot hold one: a database error otherwise (500)
+        raise InvalidArgument(field, "must not contain a NUL character")
     return value
 
 
