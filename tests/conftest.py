@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 import redis as redis_sync
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server import logs
@@ -70,6 +71,14 @@ def redis_url(redis_db: int) -> str:
     client.flushdb()
     client.close()
     return f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_db}"
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    """An asyncio client of the flushed Redis database at `redis_url`."""
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

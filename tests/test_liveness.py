@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import AsyncIterator
 
-import pytest
 from redis.asyncio import Redis
 
 from server.config import Settings
@@ -34,13 +32,6 @@ from tests.e2e.harness import eventually
 SHARD = Keys().shard(0)
 FN = FunctionId("app-a")
 LEASE_MS = 60_000
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 def _now() -> int:
@@ -193,8 +184,6 @@ async def test_a_dead_consumers_pending_entries_are_claimed_without_waiting_an_i
     assert await eventually(claimed, lambda got: got == ids, 5, "the takeover") == ids
     pending = await redis.xpending_range(stream, "g", "-", "+", 10, consumername="live")
     assert [p["message_id"] for p in pending] == ids
-
-
 
 
 async def test_heartbeats_hand_backs_and_takeovers_work_on_a_redis_cluster(

@@ -54,13 +54,6 @@ async def _cancel(run_id: RunId) -> RunStatus:
     return RunStatus.CANCELLED
 
 
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
 async def _seed(engine: AsyncEngine, redis: Redis) -> None:
     fn = FunctionConfig(FunctionId("shop-f"), AppId("shop"), "f", "f",
                         (EventTrigger("shop/e"),), 3)

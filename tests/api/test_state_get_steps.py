@@ -3,7 +3,6 @@ the caller's limit at a time."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any, NoReturn
 
 import grpc
@@ -33,13 +32,6 @@ class _Aborted(Exception):
 class _Context:
     async def abort(self, code: grpc.StatusCode, details: str) -> NoReturn:
         raise _Aborted(code, details)
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def _job_with_steps(redis: Redis, sizes: dict[str, int]) -> tuple[StateServicer, Job]:

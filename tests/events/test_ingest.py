@@ -28,13 +28,6 @@ async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
 async def test_accepted_events_are_in_sql_and_on_the_stream_in_order(
     engine: AsyncEngine, redis: Redis
 ) -> None:

@@ -54,13 +54,6 @@ async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
 async def stream_ids(redis: Redis) -> list[str]:
     return [fields[b"id"].decode() for _, fields in await redis.xrange(KEYS.events)]
 

@@ -5,9 +5,8 @@ landed in other shards (lease.lua is fair within one shard only)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
-import pytest
 from redis.asyncio import Redis
 
 from server.config import Settings
@@ -20,13 +19,6 @@ from tests.e2e.harness import eventually
 
 FLOOD, SMALL = FunctionId("flood"), FunctionId("small")
 SLOTS = 8
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 class _Worker:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -27,13 +26,6 @@ KEYS = Keys(shards=1)
 STREAM = KEYS.shard(0).history
 # Stream entry fields as the Lua scripts write them.
 Fields = dict[Any, Any]
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aredis.Redis]:
-    client = aredis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 def created(run: str, ts: int = 100) -> Fields:

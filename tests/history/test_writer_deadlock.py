@@ -33,13 +33,6 @@ STEPS = 2
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aredis.Redis]:
-    client = aredis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 async def pg(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = await open_database(database_url)
     await migrate(engine)

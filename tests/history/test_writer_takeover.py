@@ -3,10 +3,8 @@ gone (server/liveness.py), not after the 10 s idle takeover; a live writer's are
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 import redis.asyncio as aredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -19,13 +17,6 @@ from server.types import RunStatus
 RUN = "01JAAAAAAAAAAAAAAAAAAAAAAA"
 KEYS = Keys(shards=1)
 STREAM = KEYS.shard(0).history
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aredis.Redis]:
-    client = aredis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def _read_by(redis: aredis.Redis, consumer: str) -> list[Any]:

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import AsyncIterator
 
-import pytest
 from redis.asyncio import Redis
 
 from server.config import Settings
@@ -20,13 +18,6 @@ from server.types import AppId, CancelOn, EventId, FunctionId, Job, RunId, StepC
 NOW = 1_700_000_000_000
 SHARD = Keys().shard(0)
 FN = FunctionId("app-a")
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 def _held(job: Job) -> HeldLease:

@@ -66,13 +66,6 @@ def _fn(slug: str, *triggers: EventTrigger | CronTrigger) -> FunctionConfig:
                           name=slug, triggers=triggers)
 
 
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
 def _runner(redis: Redis, metrics: Metrics, *functions: FunctionConfig) -> Runner:
     registry: Any = _Registry(functions)
     return Runner(redis, KEYS, Queue(redis, KEYS, lease_ms=60_000), registry, "c", lambda: None,

@@ -4,9 +4,7 @@ gone (server/liveness.py), without waiting the 5 s idle takeover; a live runner'
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
-import pytest
 from redis.asyncio import Redis
 from ulid import ULID
 
@@ -31,13 +29,6 @@ class _Registry:
 
     async def refresh(self) -> None:
         pass
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def _runner(redis: Redis, name: str) -> Runner:

@@ -6,9 +6,7 @@ job runs again when the last ends, or the first in a race."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
-import pytest
 from redis.asyncio import Redis
 
 from server.config import Settings
@@ -43,13 +41,6 @@ SK = Keys().shard(0)
 
 def _wait(step: str, event: str, until: int = NOW + 5000) -> WaitForEvent:
     return WaitForEvent(StepId(step), step, event, "", until)
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def _main(redis: Redis) -> tuple[Queue, StateStore, Job]:
