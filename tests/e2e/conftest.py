@@ -15,6 +15,7 @@ from plait_proto.v1 import management_pb2
 
 from server.app import Endpoints, PlaitServer
 from server.config import Settings
+from server.runner.cron import Clock
 from tests.e2e.harness import Client, eventually, settings_for
 
 BACKENDS = ["embedded", "production", "cluster"]
@@ -77,8 +78,9 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def running_server(settings: Settings) -> AsyncIterator[Running]:
-    server = PlaitServer(settings)
+async def running_server(settings: Settings,
+                         cron_clock: Clock | None = None) -> AsyncIterator[Running]:
+    server = PlaitServer(settings, cron_clock=cron_clock)
     endpoints = await server.start()
     client = Client(endpoints.grpc_port)
     try:

@@ -6,7 +6,6 @@ runner cannot process does not stop the runner."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import time
@@ -23,7 +22,6 @@ from plait_proto.v1 import function_pb2, management_pb2, queue_pb2, queue_pb2_gr
 from redis.asyncio import Redis
 from ulid import ULID
 
-from server.app import PlaitServer
 from server.config import Settings
 from server.history import open_database, store
 from server.keys import Keys
@@ -31,25 +29,13 @@ from server.redis_client import open_redis
 from server.runner.cron import Clock
 from server.supervise import StorageUnavailable
 from server.types import AppId, AppRegistration, CronTrigger, FunctionConfig, FunctionId
-from tests.e2e.conftest import Running, registered, running_worker
+from tests.e2e.conftest import Running, registered, running_server, running_worker
 from tests.e2e.harness import Client, eventually, settings_for
 from tests.redis_server import PrivateRedis
 
 COMPLETED = run_pb2.RUN_STATUS_COMPLETED
 RUNS = 10
 MINUTE_MS = 60_000
-
-
-@contextlib.asynccontextmanager
-async def serving(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Running]:
-    server = PlaitServer(settings, cron_clock=clock)
-    endpoints = await server.start()
-    client = Client(endpoints.grpc_port)
-    try:
-        yield Running(server, endpoints, client)
-    finally:
-        await client.close()
-        await server.stop(grace_s=1)
 
 
 @pytest.fixture
@@ -110,7 +96,7 @@ async def test_a_redis_restart_ends_no_process_and_loses_no_run(
                     for s in run.steps)
         return n
 
-    async with serving(settings) as plait, httpx.AsyncClient(timeout=5) as http:
+    async with running_server(settings) as plait, httpx.AsyncClient(timeout=5) as http:
         port = plait.endpoints.http_port
         waiting = asyncio.create_task(plait.server.wait())
         async with running_worker(app, plait.client, max_jobs=RUNS):
@@ -149,7 +135,7 @@ async def test_storage_away_past_the_grace_ends_the_server(
 ) -> None:
     settings = settings_for("production", tmp_path, private_redis.url, database_url,
                             storage_grace_s=1)
-    async with serving(settings) as plait:
+    async with running_server(settings) as plait:
         private_redis.kill()
         with pytest.raises(StorageUnavailable) as caught:
             async with asyncio.timeout(30):
@@ -191,7 +177,7 @@ async def test_a_cron_that_never_fires_is_refused_and_a_stored_one_stops_no_othe
     redis = Redis.from_url(redis_url)
     engine = await open_database(database_url)
     try:
-        async with serving(settings, clock) as plait:
+        async with running_server(settings, clock) as plait:
             error = await _register_error(plait, "0 0 30 2 *")
             assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert "functions[0].triggers[0].cron" in (error.details() or "")
@@ -233,7 +219,7 @@ async def test_a_cron_the_scheduler_disabled_shows_its_error_in_get_function(
     redis = Redis.from_url(redis_url)
     engine = await open_database(database_url)
     try:
-        async with serving(settings, clock) as plait:
+        async with running_server(settings, clock) as plait:
             # Stored by an older version that let it through, beside a good cron.
             stale = FunctionConfig(id=FunctionId("stale-feb30"), app_id=AppId("stale"),
                                    slug="feb30", name="feb30",
@@ -296,7 +282,7 @@ async def test_a_worker_registering_while_redis_is_away_is_told_unavailable(
     """UNAVAILABLE (retry later), not UNKNOWN: the worker's status says what happened."""
     settings = settings_for("production", tmp_path, private_redis.url, database_url,
                             storage_grace_s=0)
-    async with serving(settings) as plait:
+    async with running_server(settings) as plait:
         private_redis.kill()
         error = await _register_error(plait, "0 * * * *")
     assert error.code() == grpc.StatusCode.UNAVAILABLE, error
@@ -310,7 +296,7 @@ async def test_events_sent_while_redis_is_away_are_refused_unavailable(
     cannot tell from a bug."""
     settings = settings_for("production", tmp_path, private_redis.url, database_url,
                             storage_grace_s=0)
-    async with serving(settings) as plait, httpx.AsyncClient(timeout=10) as http:
+    async with running_server(settings) as plait, httpx.AsyncClient(timeout=10) as http:
         private_redis.kill()
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await plait.client.send("outage/sent", {"n": 1})
