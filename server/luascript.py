@@ -32,6 +32,15 @@ def load_script(
 ScriptCall = tuple[AsyncScript, Sequence[EncodableT], Sequence[EncodableT]]
 
 
+def hash_from_flat(flat: Sequence[Any]) -> dict[str, bytes]:
+    """A hash as a script returns HGETALL's reply (field, value, ...): fields decoded."""
+    return {_field(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+def _field(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 async def call_pipelined(redis: Redis, calls: Sequence[ScriptCall]) -> list[Any]:
     """Runs (script, keys, args) calls in one pipelined round trip of EVALSHAs; Redis' error
     replies come back as exception objects in the replies (see `storage_error`).

@@ -17,7 +17,7 @@ from redis.typing import EncodableT
 
 from server.config import Settings
 from server.keys import Keys, ShardKeys
-from server.luascript import load_script
+from server.luascript import hash_from_flat, load_script
 from server.queue.flow import FLOW_PRELUDE, NO_FLOW, RunFlow, batch_events
 from server.state.waits import CANCEL, cancel_field, new_wait
 from server.types import (
@@ -148,8 +148,7 @@ def job_from_reply(
 ) -> Job:
     """Builds a Job from a lease reply entry."""
     jid, lease, rid, fn, attempt, max_attempts, event, expires, flat, target, *rest = item
-    steps_flat = list(flat)  # type: ignore[call-overload]
-    steps = {_s(steps_flat[i]): steps_flat[i + 1] for i in range(0, len(steps_flat), 2)}
+    steps = hash_from_flat(list(flat))  # type: ignore[call-overload]
     return Job(
         job_id=JobId(_s(jid)),  # type: ignore[arg-type]
         lease_id=LeaseId(_s(lease)),  # type: ignore[arg-type]

@@ -22,7 +22,14 @@ from ulid import ULID
 
 from server.config import Settings
 from server.keys import Keys, ShardKeys
-from server.luascript import ScriptCall, call_pipelined, check, load_script, storage_error
+from server.luascript import (
+    ScriptCall,
+    call_pipelined,
+    check,
+    hash_from_flat,
+    load_script,
+    storage_error,
+)
 from server.queue.flow import FLOW_PRELUDE, batch_events
 from server.state.waits import INVOKE, WAIT, NewWait, WaitEntry, new_wait, step_field
 from server.types import (
@@ -244,7 +251,7 @@ class StateStore:
         failed = isinstance(op, StepFailed | RunFailed)
         if isinstance(reply, list):
             lease, attempt, max_attempts, event, flat, next_id, target, *rest = reply
-            steps = {_s(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+            steps = hash_from_flat(flat)
             # The next job may be another one of the run: the last planned step to end
             # continues with the run's main job.
             next_job = Job(
