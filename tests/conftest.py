@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from server import logs
 from server.history import migrate, open_database
 from tests.cluster_support import Cluster, redis_server_available, running_cluster
+from tests.redis_server import PrivateRedis
 
 # In-process servers and CLI runs configure logging as `plait` does; a logger cached on first
 # use would then ignore every later test's structlog.testing.capture_logs.
@@ -79,6 +80,17 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
     client = Redis.from_url(redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+async def private_redis(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
+    """A redis-server of this test alone (tests/redis_server.py), to kill and restart."""
+    server = PrivateRedis(tmp_path / "redis")
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

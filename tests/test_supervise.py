@@ -4,8 +4,6 @@ wins, storage health with its grace; server/redis_client.py across a Redis resta
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from redis import exceptions as redis_errors
@@ -305,16 +303,6 @@ async def test_a_reported_storage_error_makes_the_probe_run_at_once() -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-
-
-@pytest.fixture
-async def private_redis(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path / "redis")
-    await server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_the_server_client_carries_on_across_a_redis_restart(

@@ -38,16 +38,6 @@ RUNS = 10
 MINUTE_MS = 60_000
 
 
-@pytest.fixture
-async def private_redis(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path / "redis")
-    await server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 async def _health(http: httpx.AsyncClient, port: int) -> tuple[int, dict[str, Any]]:
     try:
         reply = await http.get(f"http://127.0.0.1:{port}/health")
