@@ -80,7 +80,10 @@ Record = RunCreated | RunStarted | StepRecorded | RunEnded | EventsEmitted
 
 
 def _s(fields: dict[str, str], name: str) -> str:
-    return fields.get(name, "")
+    # PostgreSQL text cannot hold a NUL: one from a worker (a step name, an error message)
+    # would fail its batch at every retry and stall the shard's history. Shown as U+FFFD.
+    value = fields.get(name, "")
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
 
 
 def _ms(fields: dict[str, str], name: str) -> int | None:

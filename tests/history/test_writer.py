@@ -284,3 +284,19 @@ async def test_a_run_recorded_again_keeps_its_latest_event_within_one_batch(
     assert await writer.drain_once() == 2
     run = await store.get_run(engine, RUN_A)
     assert (run.event_id, run.created_at_ms) == (later, 100)
+
+
+async def test_a_nul_in_a_workers_step_name_or_error_does_not_stall_history(
+    redis: aredis.Redis, engine: AsyncEngine
+) -> None:
+    """PostgreSQL text cannot hold a NUL: the batch failed at every retry, on both the step
+    and everything after it in the shard. The NUL is stored as U+FFFD."""
+    error = '{"name": "E\\u0000", "message": "m", "stack": ""}'
+    await add(redis, created(RUN_A), started(RUN_A),
+              step(RUN_A, "a", name="bad\x00name", status="failed", error=error),
+              ended(RUN_A, error="x\x00y", status="failed"))
+    assert await HistoryWriter(redis, engine, KEYS, "w1").drain_once() == 4
+    run = await store.get_run(engine, RUN_A)
+    assert run.status is RunStatus.FAILED
+    assert [s.name for s in run.steps] == ["bad\ufffdname"]
+    assert await redis.xlen(STREAM) == 0
