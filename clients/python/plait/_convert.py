@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from plait_proto.v1 import event_pb2, function_pb2, queue_pb2
 
 from plait._flow import FlowSpec
@@ -32,6 +30,7 @@ from plait._messages import (
     StepFailed,
     StepsPlanned,
     WaitForEvent,
+    positive_ms,
 )
 from plait._triggers import TriggerEvent
 
@@ -96,28 +95,25 @@ _SCOPES = {
 _MODES = {"skip": function_pb2.SINGLETON_MODE_SKIP, "cancel": function_pb2.SINGLETON_MODE_CANCEL}
 
 
-def _ms(period: float | timedelta) -> int:
-    seconds = period.total_seconds() if isinstance(period, timedelta) else period
-    return max(1, round(seconds * 1000))
-
-
 def _flow_to_pb(flow: FlowSpec, definition: function_pb2.FunctionDefinition) -> None:
     for c in flow.concurrency:
         definition.concurrency.append(
             function_pb2.ConcurrencyLimit(limit=c.limit, key=c.key, scope=_SCOPES[c.scope]))
     if (t := flow.throttle) is not None:
         definition.throttle.CopyFrom(function_pb2.Throttle(
-            limit=t.limit, period_ms=_ms(t.period), burst=t.burst, key=t.key))
+            limit=t.limit, period_ms=positive_ms(t.period, "Throttle period"), burst=t.burst,
+            key=t.key))
     if (r := flow.rate_limit) is not None:
         definition.rate_limit.CopyFrom(function_pb2.RateLimit(
-            limit=r.limit, period_ms=_ms(r.period), key=r.key))
+            limit=r.limit, period_ms=positive_ms(r.period, "RateLimit period"), key=r.key))
     if (d := flow.debounce) is not None:
         definition.debounce.CopyFrom(function_pb2.Debounce(
-            period_ms=_ms(d.period), key=d.key,
-            timeout_ms=0 if d.timeout is None else _ms(d.timeout)))
+            period_ms=positive_ms(d.period, "Debounce period"), key=d.key,
+            timeout_ms=0 if d.timeout is None else positive_ms(d.timeout, "Debounce timeout")))
     if (b := flow.batch_events) is not None:
         definition.batch_events.CopyFrom(function_pb2.BatchEvents(
-            max_size=b.max_size, timeout_ms=_ms(b.timeout), key=b.key, if_expression=b.if_exp))
+            max_size=b.max_size, timeout_ms=positive_ms(b.timeout, "Batch timeout"), key=b.key,
+            if_expression=b.if_exp))
     definition.priority_run = flow.priority
     definition.idempotency = flow.idempotency
     if (s := flow.singleton) is not None:
