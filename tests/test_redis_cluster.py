@@ -19,7 +19,7 @@ from server.history.writer import HistoryWriter
 from server.keys import Keys
 from server.luascript import call_pipelined
 from server.redis_client import drop_connections, is_cluster, open_cluster, open_redis
-from tests.cluster_support import Cluster
+from tests.cluster_support import HOST, Cluster
 from tests.e2e.harness import eventually
 
 _ports = st.integers(min_value=1, max_value=65535)
@@ -108,7 +108,8 @@ async def test_the_client_follows_a_manual_master_failover(
     assert owner is not None
     with redis_sync.Redis(host=owner.host, port=owner.port) as master:
         replica_info = master.info("replication")["slave0"]
-    with redis_sync.Redis(host=replica_info["ip"], port=int(replica_info["port"])) as replica:
+    # The nodes bind loopback only (tests/cluster_support.py): the replica is on HOST too.
+    with redis_sync.Redis(host=HOST, port=int(replica_info["port"])) as replica:
         replica.execute_command("CLUSTER", "FAILOVER")
         await eventually(lambda: _role(replica), lambda r: r == "master", 30,
                          f"the replica of slot {slot} promoted")
