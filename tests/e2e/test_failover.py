@@ -14,7 +14,6 @@ import json
 import statistics
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +39,6 @@ RUNS = 40
 WORKER_SLOTS = 20
 LEASE_MS = 10_000  # the lease expiry cannot explain a redelivery within a few seconds
 COMPLETED = run_pb2.RUN_STATUS_COMPLETED
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 def _app(starts: list[tuple[str, str, float]]) -> App:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
-import pytest
 from redis.asyncio import Redis
 
 from server.events.ingest import EventIngest, EventInput
@@ -71,14 +70,6 @@ class _Ingest:
         assert not received
         self.accepted += inputs
         return [i.id for i in inputs]
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    await client.flushdb()
-    yield client
-    await client.aclose()
 
 
 async def test_runs_started_by_an_internal_event_emit_none(redis: Redis) -> None:

@@ -5,9 +5,7 @@ that would pass the cap fails the run, non-retriably, naming the cap."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
-import pytest
 from redis.asyncio import Redis
 
 from server.config import Settings
@@ -34,13 +32,6 @@ NOW = 1_700_000_000_000
 FN = FunctionId("app-a")
 RUN = RunId("r1")
 SK = Keys().shard(0)
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def _leased(redis: Redis, cap: int) -> tuple[Queue, StateStore, Job]:
